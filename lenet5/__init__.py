@@ -1,0 +1,1 @@
+"""LeNet-5 on MNIST or the bundled handwritten digits."""

@@ -1,0 +1,1 @@
+"""Shared library of the pruning harness: config, matrix, data, optimizers, pruning, engine, results."""

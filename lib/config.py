@@ -1,0 +1,156 @@
+"""Kconfig -> typed configuration, and the symbol -> train.py flag table.
+
+`.config` is only ever read through kconfiglib (no hand-written parser).
+`load()` turns it into a plain dict, one key per symbol, with Python types:
+bool for bool/tristate, int for int/hex, float for the string symbols the
+flag table declares as floats, str for the rest; a symbol whose dependencies
+are not met is `None`.
+
+The flag table says how a symbol reaches a trainer: `Flag` copies a value to a
+command-line flag, `Choice` turns the selected member of a Kconfig choice into
+one flag value. Symbols that shape the matrix itself (models, optimizers,
+methods, sparsities, seeds) are consumed by `lib.matrix` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kconfiglib
+
+KCONFIG = "Kconfig"
+
+
+class ConfigError(Exception):
+    """A problem with the configuration that the person has to fix."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    symbol: str
+    flag: str
+    type: type = str
+    model: str | None = None  # only passed to this model's trainer
+
+
+@dataclass(frozen=True)
+class Choice:
+    flag: str
+    options: dict = field(default_factory=dict)  # symbol -> flag value
+    model: str | None = None
+
+
+FLAGS: list[Flag | Choice] = [
+    Choice("--device", {"DEVICE_AUTO": "auto", "DEVICE_CPU": "cpu", "DEVICE_CUDA": "cuda"}),
+    Flag("DATA_DIR", "--data-dir"),
+    Flag("SGD_MOMENTUM", "--momentum", float),
+    Flag("WEIGHT_DECAY", "--weight-decay", float),
+    Choice("--pruning-schedule", {"PRUNING_SCHEDULE_CUBIC": "cubic", "PRUNING_SCHEDULE_LINEAR": "linear"}),
+    Flag("PRUNING_WARMUP_PERCENT", "--pruning-warmup", int),
+    Flag("PRUNING_RAMP_END_PERCENT", "--pruning-ramp-end", int),
+    Flag("PRUNING_FREQUENCY", "--pruning-frequency", int),
+    # LeNet-5
+    Choice("--dataset", {"LENET5_DATASET_DIGITS": "digits", "LENET5_DATASET_MNIST": "mnist"}, model="lenet5"),
+    Flag("LENET5_EPOCHS", "--epochs", int, model="lenet5"),
+    Flag("LENET5_BATCH_SIZE", "--batch-size", int, model="lenet5"),
+    Flag("LENET5_LEARNING_RATE", "--lr", float, model="lenet5"),
+]
+
+FLOAT_SYMBOLS = {f.symbol for f in FLAGS if isinstance(f, Flag) and f.type is float}
+
+
+def flag_symbols() -> set[str]:
+    """Every symbol the flag table reads."""
+    out = set()
+    for f in FLAGS:
+        out |= {f.symbol} if isinstance(f, Flag) else set(f.options)
+    return out
+
+
+def trainer_argv(config: dict, model: str) -> list[str]:
+    """The flags that carry `config` to `model`'s trainer, in table order."""
+    argv: list[str] = []
+    for f in FLAGS:
+        if f.model not in (None, model):
+            continue
+        if isinstance(f, Choice):
+            picked = [v for s, v in f.options.items() if config.get(s)]
+            if picked:
+                argv += [f.flag, picked[0]]
+        elif config.get(f.symbol) is not None:
+            argv += [f.flag, str(config[f.symbol])]
+    return argv
+
+
+def kconfig(path: str | os.PathLike = KCONFIG) -> kconfiglib.Kconfig:
+    kconf = kconfiglib.Kconfig(str(path), warn_to_stderr=False)
+    kconf.warn_assign_undef = True  # an unknown symbol in a .config is a warning we turn into an error
+    return kconf
+
+
+def load_strict(kconf: kconfiglib.Kconfig, config_file: str | os.PathLike) -> None:
+    """Load a .config or defconfig; any kconfiglib warning is an error.
+
+    kconfiglib only warns about unknown symbols, malformed values and values
+    out of range; a defconfig must not load with any of those.
+    """
+    if not Path(config_file).is_file():
+        raise ConfigError(f"{config_file}: no such file")
+    kconf.warnings.clear()
+    kconf.load_config(str(config_file), replace=True)
+    if kconf.warnings:
+        first = kconf.warnings[0].replace("warning: ", "").strip()
+        raise ConfigError(f"{config_file}: {first}")
+
+
+def values(kconf: kconfiglib.Kconfig) -> dict:
+    """One typed value per defined symbol (None when its dependencies are unmet)."""
+    out = {}
+    for sym in kconf.unique_defined_syms:
+        name, raw = sym.name, sym.str_value
+        if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
+            out[name] = raw in ("y", "m")
+        elif kconfiglib.expr_value(sym.direct_dep) == 0:
+            out[name] = None
+        elif sym.orig_type == kconfiglib.INT:
+            out[name] = int(raw)
+        elif sym.orig_type == kconfiglib.HEX:
+            out[name] = int(raw, 16)
+        elif name in FLOAT_SYMBOLS:
+            try:
+                out[name] = float(raw)
+            except ValueError:
+                raise ConfigError(f"CONFIG_{name}={raw!r} is not a number") from None
+        else:
+            out[name] = raw
+    return out
+
+
+def load(config_file: str | os.PathLike = ".config", kconfig_file: str | os.PathLike = KCONFIG) -> dict:
+    """Read a .config through kconfiglib into the typed dict described above."""
+    if not Path(config_file).is_file():
+        raise ConfigError(
+            f"no {config_file}: run 'make defconfig' for the quick start, "
+            "'make defconfig-<name>' for another matrix, or 'make menuconfig'"
+        )
+    kconf = kconfig(kconfig_file)
+    load_strict(kconf, config_file)
+    return values(kconf)
+
+
+def config_hash(config: dict) -> str:
+    """A stable hash of the symbol values (not of the file's bytes or comments)."""
+    text = "\n".join(f"{k}={config[k]!r}" for k in sorted(config))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """Symbols whose value differs, as 'NAME: old -> new' lines."""
+    return [
+        f"CONFIG_{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]

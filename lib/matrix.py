@@ -1,0 +1,107 @@
+"""The one matrix expansion and the one run-id function.
+
+`expand(config)` turns a typed configuration (see `lib.config`) into the
+ordered list of runs: model x optimizer x pruning method x sparsity x seed,
+keeping only valid combinations. `run_id(spec)` names a run. `argv(spec,
+config)` is the command that runs it. Run, continue, status, dry-run and the
+graphs all go through these three functions.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+
+from lib import config as cfg
+
+# Kconfig symbol -> axis value. The order here is the order of the matrix.
+MODELS = {"MODEL_LENET5": "lenet5"}
+OPTIMIZERS = {"OPTIMIZER_SGD": "sgd", "OPTIMIZER_ADAM": "adam", "OPTIMIZER_ADAMW": "adamw"}
+PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude"}
+SPARSITIES = {f"SPARSITY_{p}": p / 100 for p in (50, 70, 90, 95, 99)}
+# Symbols the runner itself reads (not passed to trainers as flags).
+RUNNER_SYMBOLS = {"SEEDS", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS"}
+
+
+def axis_symbols() -> set[str]:
+    return set(MODELS) | set(OPTIMIZERS) | set(PRUNING) | set(SPARSITIES)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: str
+    optimizer: str
+    pruning: str
+    sparsity: float | None  # None for the dense baseline
+    seed: int
+    variant: str | None = None  # state-pruning variant (bitter*), later
+    multi_seed: bool = False  # whether the id carries the seed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_id(spec: RunSpec) -> str:
+    """`{model}_{optimizer}[_{variant}]_{pruning}[_{sparsity%}][_s{seed}]`."""
+    parts = [spec.model, spec.optimizer]
+    if spec.variant:
+        parts.append(spec.variant)
+    parts.append(spec.pruning)
+    if spec.sparsity is not None:
+        parts.append(f"{round(spec.sparsity * 100)}")
+    if spec.multi_seed:
+        parts.append(f"s{spec.seed}")
+    return "_".join(parts)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(text).replace(",", " ").split()]
+    except ValueError:
+        raise cfg.ConfigError(f"CONFIG_SEEDS={text!r}: seeds must be integers separated by spaces") from None
+    if not seeds:
+        raise cfg.ConfigError("CONFIG_SEEDS is empty: give at least one seed, e.g. \"1\"")
+    if len(set(seeds)) != len(seeds):
+        raise cfg.ConfigError(f"CONFIG_SEEDS={text!r} repeats a seed")
+    return seeds
+
+
+def _picked(config: dict, table: dict) -> list:
+    return [value for symbol, value in table.items() if config.get(symbol)]
+
+
+def expand(config: dict) -> list[RunSpec]:
+    """Every valid run the configuration asks for, in a fixed order."""
+    models = _picked(config, MODELS)
+    optimizers = _picked(config, OPTIMIZERS)
+    methods = _picked(config, PRUNING)
+    sparsities = _picked(config, SPARSITIES)
+    seeds = parse_seeds(config.get("SEEDS", "1"))
+    for what, got in (("model", models), ("optimizer", optimizers), ("pruning method", methods)):
+        if not got:
+            raise cfg.ConfigError(f"the configuration selects no {what}: pick at least one in 'make menuconfig'")
+    if any(m != "none" for m in methods) and not sparsities:
+        raise cfg.ConfigError("a pruning method is selected but no sparsity level (CONFIG_SPARSITY_*)")
+    runs = []
+    for model in models:
+        for opt in optimizers:
+            for method in methods:
+                for sparsity in ([None] if method == "none" else sparsities):
+                    for seed in seeds:
+                        runs.append(RunSpec(model, opt, method, sparsity, seed, multi_seed=len(seeds) > 1))
+    return runs
+
+
+def argv(spec: RunSpec, config: dict, output_dir: str, overrides: dict | None = None) -> list[str]:
+    """The full command line of one run (a list, never a shell string)."""
+    args = cfg.trainer_argv(config, spec.model)
+    args += ["--optimizer", spec.optimizer, "--pruning-method", spec.pruning, "--seed", str(spec.seed)]
+    if spec.sparsity is not None:
+        args += ["--target-sparsity", str(spec.sparsity)]
+    for flag, value in (overrides or {}).items():
+        if flag in args:
+            args[args.index(flag) + 1] = str(value)
+        else:
+            args += [flag, str(value)]
+    args += ["--output-dir", output_dir]
+    return [sys.executable, "-m", f"{spec.model}.train", *args]
