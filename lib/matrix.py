@@ -98,10 +98,8 @@ def argv(spec: RunSpec, config: dict, output_dir: str, overrides: dict | None = 
     args += ["--optimizer", spec.optimizer, "--pruning-method", spec.pruning, "--seed", str(spec.seed)]
     if spec.sparsity is not None:
         args += ["--target-sparsity", str(spec.sparsity)]
-    for flag, value in (overrides or {}).items():
+    for flag, value in (overrides or {}).items():  # e.g. make EPOCHS=N; models without the flag keep theirs
         if flag in args:
             args[args.index(flag) + 1] = str(value)
-        else:
-            args += [flag, str(value)]
     args += ["--output-dir", output_dir]
     return [sys.executable, "-m", f"{spec.model}.train", *args]
