@@ -13,8 +13,15 @@ from lib.pruning.schedule import SparsitySchedule  # noqa: F401
 METHODS = {"none": None, "magnitude": MagnitudePruner}
 
 
-def build(method: str, model, schedule: SparsitySchedule, frequency: int = 1, optimizer=None) -> Pruner | None:
+def build(
+    method: str, model, schedule: SparsitySchedule, frequency: int = 1, optimizer=None, include_tied_head: bool = False
+) -> Pruner | None:
+    """`include_tied_head`: also prune an output head whose weight is the token embedding (GPT-2)."""
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(METHODS)}")
     cls = METHODS[method]
-    return None if cls is None else cls(model, schedule, frequency, optimizer=optimizer)
+    if cls is None:
+        return None
+    if include_tied_head:
+        return cls(model, schedule, frequency, optimizer=optimizer, include_tied_head=True)
+    return cls(model, schedule, frequency, optimizer=optimizer)
