@@ -1,0 +1,135 @@
+"""AdamWSpam: spike-aware Adam with momentum reset and decoupled weight decay.
+
+After Huang et al., "SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM
+Training" (ICLR 2025, arXiv 2501.06842). With t the optimizer step (1, 2, ...,
+counted once per `step()` call, the same for every parameter group):
+
+* Momentum reset: at every step t with t % interval == 0 both moments
+  (`exp_avg`, `exp_avg_sq`) are zeroed, in place, before that step's update.
+  interval = 0 never resets.
+* Spike-aware clipping: a gradient entry with g**2 > theta * v, v being the
+  second moment before this step's update, is replaced by
+  sign(g) * sqrt(theta * v). Clipping waits until v has absorbed `clip_delay`
+  updates since it was last zeroed (the start, or a reset): right after a reset
+  v is zero and every entry would be clipped to zero. theta = 0 turns it off.
+* Warmup after each reset: k steps after a reset (k = 0 on the reset step) the
+  update is scaled by 1 - 0.99 * (1 + cos(pi * k / (warmup + 1))) / 2 while
+  k < warmup, and by 1 afterwards: the cosine warmup of the paper's reference
+  implementation (it starts at 0.01). Training start is not a reset. The factor
+  multiplies the scheduled learning rate of that step only; `group["lr"]` is
+  never changed, so nothing compounds.
+* Decoupled weight decay: p <- p * (1 - lr * weight_decay), from the scheduled
+  learning rate (not warmup-scaled), as the reference implementation does.
+* Bias correction counts every update a parameter has received, resets
+  included (the paper's t), as torch's Adam does with `state["step"]`.
+
+Defaults are the paper's: theta 5000, interval 500, warmup 150; clip_delay 20
+is the reference implementation's.
+
+The step counter lives in each parameter group (`group["global_step"]`), so
+`state_dict()` carries it and the reset phase resumes exactly. Moments live in
+`state[p]["exp_avg"]` / `state[p]["exp_avg_sq"]`, the keys the state pruner reads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+
+def warmup_factor(k: int, warmup: int) -> float:
+    """Update scale k steps after a momentum reset (k = 0 on the reset step)."""
+    if k >= warmup:
+        return 1.0
+    return 1.0 - 0.99 * (1.0 + math.cos(math.pi * k / (warmup + 1))) / 2.0
+
+
+def _phase(t: int, interval: int) -> tuple[bool, int | None, int]:
+    """(reset at step t?, steps since the last reset or None, updates v holds before step t)."""
+    if interval > 0 and t >= interval:
+        since = t % interval
+        return since == 0, since, since
+    return False, None, t - 1
+
+
+class AdamWSpam(Optimizer):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        theta: float = 5000.0,
+        interval: int = 500,
+        warmup: int = 150,
+        clip_delay: int = 20,
+    ):
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        if not eps >= 0 or not weight_decay >= 0:
+            raise ValueError(f"eps and weight decay must be >= 0, got {eps} and {weight_decay}")
+        if not theta >= 0:
+            raise ValueError(f"AdamWSpam theta must be >= 0 (0 = no spike clipping), got {theta}")
+        if interval < 0 or warmup < 0:
+            raise ValueError(f"AdamWSpam interval and warmup must be >= 0, got {interval} and {warmup}")
+        if clip_delay < 1:
+            raise ValueError(f"AdamWSpam clip delay must be >= 1 step, got {clip_delay}")
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, theta=float(theta),
+            interval=int(interval), warmup=int(warmup), clip_delay=int(clip_delay), global_step=0,
+        )
+        super().__init__(params, defaults)
+
+    def lr_factor(self) -> float:
+        """The warmup factor the next step will apply (1 outside a post-reset warmup)."""
+        group = self.param_groups[0]
+        _, since, _ = _phase(group["global_step"] + 1, group["interval"])
+        return 1.0 if since is None else warmup_factor(since, group["warmup"])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            group["global_step"] += 1
+            reset, since, held = _phase(group["global_step"], group["interval"])
+            scale = 1.0 if since is None else warmup_factor(since, group["warmup"])
+            clip = group["theta"] > 0 and held >= group["clip_delay"]
+            beta1, beta2 = group["betas"]
+            lr, theta = group["lr"], group["theta"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if grad.is_sparse:
+                    raise RuntimeError("AdamWSpam does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                if reset:
+                    exp_avg.zero_()
+                    exp_avg_sq.zero_()
+                if clip:
+                    limit = exp_avg_sq.mul(theta)
+                    spikes = grad.square() > limit
+                    grad = torch.where(spikes, grad.sign() * limit.sqrt_(), grad)
+                state["step"] += 1
+                if group["weight_decay"]:
+                    p.mul_(1.0 - lr * group["weight_decay"])
+                exp_avg.lerp_(grad, 1.0 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                bias1 = 1.0 - beta1 ** state["step"]
+                bias2 = 1.0 - beta2 ** state["step"]
+                denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(group["eps"])
+                p.addcdiv_(exp_avg, denom, value=-lr * scale / bias1)
+        return loss
