@@ -22,6 +22,11 @@ def get_args_parser():
     return p
 
 
+def parse_args(argv=None):
+    parser = get_args_parser()
+    return cli.check(parser, parser.parse_args(argv))
+
+
 def main(args):
     if args.dataset == "digits":
         train_set, val_set = data.digits(size=32)
@@ -31,7 +36,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    args = cli.check(parser, parser.parse_args())
+    args = parse_args()
     if not args.dry_run:
         sys.exit(engine.run(main, args))

@@ -1,0 +1,106 @@
+"""lib.matrix: the one expansion, the one run id, and argv every trainer accepts."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from lib import config, matrix
+from scripts import defconfig
+
+from conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def at_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+def values_of(text: str, tmp_path) -> dict:
+    path = tmp_path / ".config"
+    path.write_text(text)
+    return config.load(path)
+
+
+QUICK = """CONFIG_MODEL_LENET5=y
+CONFIG_OPTIMIZER_SGD=y
+CONFIG_OPTIMIZER_ADAMW=y
+CONFIG_PRUNING_NONE=y
+CONFIG_PRUNING_MAGNITUDE=y
+CONFIG_SPARSITY_50=y
+CONFIG_SPARSITY_90=y
+"""
+
+
+def test_expansion_order_and_ids(tmp_path):
+    ids = [matrix.run_id(s) for s in matrix.expand(values_of(QUICK, tmp_path))]
+    assert ids == [
+        "lenet5_sgd_none",
+        "lenet5_sgd_magnitude_50",
+        "lenet5_sgd_magnitude_90",
+        "lenet5_adamw_none",
+        "lenet5_adamw_magnitude_50",
+        "lenet5_adamw_magnitude_90",
+    ]
+
+
+def test_seed_suffix_only_with_several_seeds(tmp_path):
+    one = matrix.expand(values_of(QUICK, tmp_path))
+    assert not any(matrix.run_id(s).endswith("_s1") for s in one)
+    many = matrix.expand(values_of(QUICK + 'CONFIG_SEEDS="1 2 3"\n', tmp_path))
+    assert len(many) == 3 * len(one)
+    assert matrix.run_id(many[0]) == "lenet5_sgd_none_s1"
+    assert matrix.run_id(many[2]) == "lenet5_sgd_none_s3"
+
+
+def test_run_id_with_variant():
+    spec = matrix.RunSpec("lenet5", "adamwprune", "state", 0.7, 1, variant="bitter7")
+    assert matrix.run_id(spec) == "lenet5_adamwprune_bitter7_state_70"
+
+
+def test_dense_runs_have_no_sparsity_axis(tmp_path):
+    specs = matrix.expand(values_of(QUICK, tmp_path))
+    assert [s.sparsity for s in specs if s.pruning == "none"] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("CONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_NONE=y\n", "no model"),
+        ("CONFIG_MODEL_LENET5=y\nCONFIG_PRUNING_NONE=y\n", "no optimizer"),
+        ("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\n", "no pruning method"),
+        ("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_MAGNITUDE=y\n", "no sparsity"),
+        (QUICK + 'CONFIG_SEEDS="1 x"\n', "SEEDS"),
+    ],
+)
+def test_empty_or_bad_axes_are_errors(tmp_path, text, message):
+    with pytest.raises(config.ConfigError, match=message):
+        matrix.expand(values_of(text, tmp_path))
+
+
+def test_epochs_override_replaces_the_configured_value(tmp_path):
+    spec = matrix.expand(values_of(QUICK, tmp_path))[0]
+    argv = matrix.argv(spec, values_of(QUICK, tmp_path), "out/x", {"--epochs": 2})
+    assert argv[argv.index("--epochs") + 1] == "2"
+    assert argv.count("--epochs") == 1
+
+
+def trainer_args(argv: list[str], spec) -> list[str]:
+    """The arguments after '-m <model>.train' (also behind a torchrun prefix)."""
+    return argv[argv.index(f"{spec.model}.train") + 1 :]
+
+
+@pytest.mark.parametrize("name", sorted(defconfig.available()))
+def test_every_defconfig_argv_is_accepted_by_its_trainer(name, tmp_path):
+    kconf = config.kconfig()
+    config.load_strict(kconf, defconfig.available()[name])
+    values = config.values(kconf)
+    specs = matrix.expand(values)
+    assert specs, f"{name} expands to no run"
+    ids = [matrix.run_id(s) for s in specs]
+    assert len(set(ids)) == len(ids), f"{name}: duplicate run ids"
+    for spec in specs:
+        argv = matrix.argv(spec, values, str(tmp_path / matrix.run_id(spec)), {"--epochs": 1})
+        train = importlib.import_module(f"{spec.model}.train")
+        train.parse_args(trainer_args(argv, spec))  # SystemExit on a flag it does not know or a bad value

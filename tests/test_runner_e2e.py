@@ -1,0 +1,173 @@
+"""End to end through make: quick start, SIGKILL + continue, lock, error lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lib.results import read_json
+
+pytestmark = pytest.mark.e2e
+
+KILL_CONFIG = """CONFIG_MODEL_LENET5=y
+CONFIG_LENET5_EPOCHS=15
+CONFIG_LENET5_BATCH_SIZE=64
+CONFIG_OPTIMIZER_SGD=y
+CONFIG_PRUNING_NONE=y
+CONFIG_PRUNING_MAGNITUDE=y
+CONFIG_SPARSITY_50=y
+CONFIG_MATRIX_AUTO_GRAPHS=n
+"""
+
+
+def error_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("error:")]
+
+
+def only_matrix(root: Path) -> Path:
+    dirs = [p.parent for p in (root / "results").glob("*/matrix.json")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the matrix ended (exit {proc.returncode}) before {what}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def epochs_done(run_dir: Path) -> int:
+    return len((read_json(run_dir / "metrics.json") or {}).get("history", []))
+
+
+def snapshot(run_dir: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+def comparable(metrics: dict) -> dict:
+    """metrics.json without wall-clock and memory figures, which differ between two processes."""
+    history = [{k: v for k, v in h.items() if k != "elapsed_s"} for h in metrics["history"]]
+    final = {k: v for k, v in metrics["final"].items() if k not in ("train_time_s", "peak_memory_mib")}
+    return {"history": history, "final": final}
+
+
+def test_make_without_config_says_what_to_run(make):
+    result = make("all")
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "make defconfig" in lines[0] and "menuconfig" in lines[0]
+
+
+def test_unknown_defconfig_lists_close_names(make):
+    result = make("defconfig-lenet5-compar")
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "unknown defconfig 'lenet5-compar'" in lines[0]
+    assert not (make.root / ".config").exists()
+
+
+def test_sigkill_then_continue_resumes_exactly(make):
+    root = make.root
+    (root / ".config").write_text(KILL_CONFIG)
+    proc = make.popen("all", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (root / "results").is_dir() and any((root / "results").glob("*/matrix.json")), 120, "matrix.json", proc)
+        mdir = only_matrix(root)
+        first, second = mdir / "lenet5_sgd_none", mdir / "lenet5_sgd_magnitude_50"
+        wait_for(lambda: (read_json(first / "run.json") or {}).get("status") == "completed", 180, "the first run", proc)
+        wait_for(lambda: epochs_done(second) >= 2, 180, "two epochs of the second run", proc)
+
+        # A second make in the same tree while the matrix runs is refused, and touches nothing.
+        again = make("all")
+        assert again.returncode != 0
+        assert any("already running" in ln for ln in error_lines(again.stderr))
+        assert len(list((root / "results").glob("*/matrix.json"))) == 1
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # make, the runner and the trainer, all at once
+        proc.wait()
+
+    killed_at = epochs_done(second)
+    assert 2 <= killed_at < 15
+    assert read_json(second / "run.json")["status"] == "running"  # died without a word
+    kept = snapshot(first)
+
+    # continue refuses a changed .config and names the symbol
+    (root / ".config").write_text(KILL_CONFIG.replace("BATCH_SIZE=64", "BATCH_SIZE=32"))
+    refused = make("continue")
+    assert refused.returncode != 0
+    assert any("CONFIG_LENET5_BATCH_SIZE: 64 -> 32" in ln for ln in error_lines(refused.stderr))
+    (root / ".config").write_text(KILL_CONFIG)
+
+    resumed = make("continue")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "(kept)" in resumed.stdout and "| lenet5_sgd_magnitude_50 | completed |" in resumed.stdout
+
+    assert snapshot(first) == kept  # completed run untouched, byte for byte
+    log = (second / "train.log").read_text()
+    resumed_epoch = int(log.split("at epoch ")[1].split()[0])
+    assert resumed_epoch >= 2, "resumed from epoch 0 instead of the checkpoint"
+    assert (second / "train.log.1").exists()  # the killed attempt's log is kept
+    run_json = read_json(second / "run.json")
+    assert run_json["status"] == "completed" and run_json["attempt"] == 2
+
+    # The same run, uninterrupted, from the argv matrix.json planned for it.
+    planned = next(r for r in json.loads((mdir / "matrix.json").read_text())["runs"] if r["run_id"] == second.name)
+    argv = list(planned["argv"])
+    straight = root / "straight" / second.name
+    argv[argv.index("--output-dir") + 1] = str(straight)
+    subprocess.run(argv, cwd=root, check=True, capture_output=True)
+    assert comparable(read_json(second / "metrics.json")) == comparable(read_json(straight / "metrics.json"))
+
+
+def test_failed_runs_are_recorded_and_the_matrix_carries_on(make):
+    root = make.root
+    (root / ".config").write_text(
+        "CONFIG_MODEL_LENET5=y\nCONFIG_LENET5_DATASET_MNIST=y\nCONFIG_OPTIMIZER_SGD=y\nCONFIG_OPTIMIZER_ADAM=y\n"
+        "CONFIG_PRUNING_NONE=y\nCONFIG_MATRIX_AUTO_GRAPHS=n\n"
+    )
+    # No network, deterministically: every download goes to a closed loopback port.
+    make.env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    result = make("all")
+    assert result.returncode != 0
+    mdir = only_matrix(root)
+    for run in ("lenet5_sgd_none", "lenet5_adam_none"):  # both attempted: the first failure did not stop the matrix
+        record = read_json(mdir / run / "run.json")
+        assert record["status"] == "failed" and record["exit_code"] == 1
+        assert "MNIST/raw" in record["error"] and "DIGITS" in record["error"]
+    assert "| lenet5_adam_none | failed |" in result.stdout
+    assert (mdir / "summary.md").exists()
+    assert any("2 run(s) did not complete" in ln for ln in error_lines(result.stderr))
+
+
+def test_quickstart_end_to_end(make):
+    """README command 1 without the venv: every run completes, learns, hits its sparsity; graphs drawn."""
+    result = make("quickstart")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    mdir = only_matrix(make.root)
+    assert mdir.name.endswith("-quickstart")
+    meta = read_json(mdir / "matrix.json")
+    assert len(meta["runs"]) == 9 and meta["defconfig"] == "quickstart"
+    for run in meta["runs"]:
+        metrics = read_json(mdir / run["run_id"] / "metrics.json")
+        assert read_json(mdir / run["run_id"] / "run.json")["status"] == "completed"
+        final = metrics["final"]
+        if metrics["pruning"] == "none":
+            assert final["best_accuracy"] >= 95.0, run["run_id"]
+        else:
+            assert abs(final["sparsity_prunable"] - metrics["target_sparsity"]) <= 0.001, run["run_id"]
+    assert "| run | status |" in (mdir / "summary.md").read_text()
+    for name in ("lenet5_curves.png", "lenet5_metric_vs_sparsity.png", "lenet5_sparsity.png"):
+        assert (mdir / "graphs" / name).stat().st_size > 10_000
+    assert (make.root / "images" / "lenet5" / "curves.png").exists()
+    assert "![lenet5_curves](graphs/lenet5_curves.png)" in (mdir / "report.md").read_text()
