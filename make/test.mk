@@ -2,10 +2,14 @@
 
 PYTEST_ARGS ?=
 
-.PHONY: test clean mrproper
+.PHONY: test test-tools clean mrproper
 ## test: run the whole test suite (end-to-end tests included)
-test: $(DEPS)
+test: $(DEPS) test-tools
 	$(Q)$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# tmux drives `make menuconfig` in the tests (Debian package).
+test-tools:
+	$(Q)command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux >/dev/null)
 
 ## clean: remove build/ (generated config.json, defconfig record)
 clean:
