@@ -108,7 +108,8 @@ def plot_metric_vs_sparsity(runs, path: Path, model: str) -> None:
     ax.set_ylabel(f"final {label}")
     ax.set_title(f"{model}: final {label} vs sparsity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
