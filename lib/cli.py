@@ -13,6 +13,8 @@ import argparse
 from lib import optim, pruning
 from lib.pruning.schedule import POWERS
 
+AMP_MODES = ("off", "bf16", "fp16")
+
 
 def parser(description: str, *, epochs: int, batch_size: int, lr: float) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -31,6 +33,8 @@ def parser(description: str, *, epochs: int, batch_size: int, lr: float) -> argp
     g.add_argument("--optimizer", default="sgd", help=f"one of: {', '.join(optim.OPTIMIZERS)}")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (autocast; fp16 adds a gradient scaler); CUDA only, ignored on CPU")
+    g.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     g = p.add_argument_group("pruning")
     g.add_argument("--pruning-method", default="none", help=f"one of: {', '.join(pruning.METHODS)}")
     g.add_argument("--target-sparsity", type=float, default=0.0, help="fraction of prunable weights set to zero")

@@ -7,8 +7,8 @@ flag table declares as floats, str for the rest; a symbol whose dependencies
 are not met is `None`.
 
 The flag table says how a symbol reaches a trainer: `Flag` copies a value to a
-command-line flag, `Choice` turns the selected member of a Kconfig choice into
-one flag value. Symbols that shape the matrix itself (models, optimizers,
+command-line flag (a `bool` Flag is a bare switch, passed only when set),
+`Choice` turns the selected member of a Kconfig choice into one flag value. Symbols that shape the matrix itself (models, optimizers,
 methods, sparsities, seeds) are consumed by `lib.matrix` instead.
 """
 
@@ -57,6 +57,27 @@ FLAGS: list[Flag | Choice] = [
     Flag("LENET5_EPOCHS", "--epochs", int, model="lenet5"),
     Flag("LENET5_BATCH_SIZE", "--batch-size", int, model="lenet5"),
     Flag("LENET5_LEARNING_RATE", "--lr", float, model="lenet5"),
+    # ResNet-18
+    Choice("--dataset", {"RESNET18_DATASET_CIFAR10": "cifar10", "RESNET18_DATASET_CIFAR100": "cifar100", "RESNET18_DATASET_DIGITS": "digits"}, model="resnet18"),
+    Flag("RESNET18_EPOCHS", "--epochs", int, model="resnet18"),
+    Flag("RESNET18_BATCH_SIZE", "--batch-size", int, model="resnet18"),
+    Flag("RESNET18_LEARNING_RATE", "--lr", float, model="resnet18"),
+    Flag("RESNET18_WORKERS", "--workers", int, model="resnet18"),
+    Flag("RESNET18_IMAGE_SIZE", "--image-size", int, model="resnet18"),
+    Flag("RESNET18_TRAIN_SAMPLES", "--train-samples", int, model="resnet18"),
+    Choice("--amp", {"RESNET18_AMP_OFF": "off", "RESNET18_AMP_BF16": "bf16", "RESNET18_AMP_FP16": "fp16"}, model="resnet18"),
+    Flag("RESNET18_COMPILE", "--compile", bool, model="resnet18"),
+    # ResNet-50
+    Choice("--dataset", {"RESNET50_DATASET_CIFAR100": "cifar100", "RESNET50_DATASET_IMAGEFOLDER": "imagefolder", "RESNET50_DATASET_DIGITS": "digits"}, model="resnet50"),
+    Flag("RESNET50_IMAGE_FOLDER", "--image-folder", model="resnet50"),
+    Flag("RESNET50_EPOCHS", "--epochs", int, model="resnet50"),
+    Flag("RESNET50_BATCH_SIZE", "--batch-size", int, model="resnet50"),
+    Flag("RESNET50_LEARNING_RATE", "--lr", float, model="resnet50"),
+    Flag("RESNET50_WORKERS", "--workers", int, model="resnet50"),
+    Flag("RESNET50_IMAGE_SIZE", "--image-size", int, model="resnet50"),
+    Flag("RESNET50_TRAIN_SAMPLES", "--train-samples", int, model="resnet50"),
+    Choice("--amp", {"RESNET50_AMP_OFF": "off", "RESNET50_AMP_BF16": "bf16", "RESNET50_AMP_FP16": "fp16"}, model="resnet50"),
+    Flag("RESNET50_COMPILE", "--compile", bool, model="resnet50"),
 ]
 
 FLOAT_SYMBOLS = {f.symbol for f in FLAGS if isinstance(f, Flag) and f.type is float}
@@ -80,6 +101,8 @@ def trainer_argv(config: dict, model: str) -> list[str]:
             picked = [v for s, v in f.options.items() if config.get(s)]
             if picked:
                 argv += [f.flag, picked[0]]
+        elif f.type is bool:  # a switch: the bare flag when y, nothing when n
+            argv += [f.flag] if config.get(f.symbol) else []
         elif config.get(f.symbol) is not None:
             argv += [f.flag, str(config[f.symbol])]
     return argv

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from lib import config as cfg
 
 # Kconfig symbol -> axis value. The order here is the order of the matrix.
-MODELS = {"MODEL_LENET5": "lenet5"}
+MODELS = {"MODEL_LENET5": "lenet5", "MODEL_RESNET18": "resnet18", "MODEL_RESNET50": "resnet50"}
 OPTIMIZERS = {"OPTIMIZER_SGD": "sgd", "OPTIMIZER_ADAM": "adam", "OPTIMIZER_ADAMW": "adamw"}
 PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude"}
 SPARSITIES = {f"SPARSITY_{p}": p / 100 for p in (50, 70, 90, 95, 99)}
