@@ -33,6 +33,7 @@ __all__ = [
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
 BASES = tuple(ADAMWPRUNE_CLASSES)  # adam, adamw, adamwadv, adamwspam
 ADAM_FAMILY = OPTIMIZERS[1:]
+ADAMWADV_SCHEDULES = ("cosine", "shared")
 
 # Every setting beyond lr / weight decay / momentum, with its default (the
 # Kconfig defaults of lib/Kconfig.optimizers; the flags of lib/cli.py).
@@ -41,7 +42,7 @@ DEFAULTS = {
     "betas": (0.9, 0.999),
     "eps": 1e-8,
     "clip_norm": 1.0,  # AdamWAdv
-    "cosine": True,  # AdamWAdv anneals its own learning rate
+    "adamwadv_schedule": "cosine",  # AdamWAdv: its own cosine annealing, or "shared"
     "spam_theta": 5000.0,  # AdamWSpam, the paper's defaults
     "spam_interval": 500,
     "spam_warmup": 150,
@@ -73,6 +74,8 @@ def _check(name: str, lr: float, weight_decay: float, momentum: float, s: dict) 
         raise ValueError(f"Adam betas must lie in [0, 1), got ({beta1}, {beta2})")
     if not s["eps"] > 0:
         raise ValueError(f"Adam epsilon must be positive, got {s['eps']}")
+    if s["adamwadv_schedule"] not in ADAMWADV_SCHEDULES:
+        raise ValueError(f"unknown AdamWAdv schedule {s['adamwadv_schedule']!r}; valid: {', '.join(ADAMWADV_SCHEDULES)}")
     if name == "adamwprune" and s["base"] not in BASES:
         raise ValueError(f"unknown AdamWPrune base {s['base']!r}; valid: {', '.join(BASES)}")
 
@@ -86,7 +89,7 @@ def _make(name: str, groups: list[dict], lr: float, momentum: float, s: dict, cl
     if name == "adamw":
         return (cls or torch.optim.AdamW)(groups, **adam)
     if name == "adamwadv":
-        return (cls or AdamWAdv)(groups, **adam, clip_norm=s["clip_norm"], cosine=bool(s["cosine"]))
+        return (cls or AdamWAdv)(groups, **adam, clip_norm=s["clip_norm"], cosine=s["adamwadv_schedule"] == "cosine")
     if name == "adamwspam":
         return (cls or AdamWSpam)(
             groups, **adam, theta=s["spam_theta"], interval=s["spam_interval"],
@@ -116,7 +119,7 @@ def from_args(args, model: nn.Module) -> torch.optim.Optimizer:
         betas=(getattr(args, "beta1", d["betas"][0]), getattr(args, "beta2", d["betas"][1])),
         eps=getattr(args, "eps", d["eps"]),
         clip_norm=getattr(args, "adamwadv_clip_norm", d["clip_norm"]),
-        cosine=getattr(args, "adamwadv_cosine", d["cosine"]),
+        adamwadv_schedule=getattr(args, "adamwadv_schedule", d["adamwadv_schedule"]),
         spam_theta=getattr(args, "spam_theta", d["spam_theta"]),
         spam_interval=getattr(args, "spam_interval", d["spam_interval"]),
         spam_warmup=getattr(args, "spam_warmup", d["spam_warmup"]),

@@ -120,9 +120,9 @@ class AdamWSpam(Optimizer):
                     exp_avg.zero_()
                     exp_avg_sq.zero_()
                 if clip:
-                    limit = exp_avg_sq.mul(theta)
-                    spikes = grad.square() > limit
-                    grad = torch.where(spikes, grad.sign() * limit.sqrt_(), grad)
+                    # |g| > sqrt(theta v) <=> g**2 > theta v; clamping keeps the sign
+                    bound = exp_avg_sq.mul(theta).sqrt_()
+                    grad = grad.clamp(min=bound.neg(), max=bound)
                 state["step"] += 1
                 if group["weight_decay"]:
                     p.mul_(1.0 - lr * group["weight_decay"])
