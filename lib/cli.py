@@ -42,6 +42,13 @@ def parser(description: str, *, epochs: int, batch_size: int, lr: float) -> argp
     g.add_argument("--pruning-warmup", type=float, default=10, help="%% of training steps before the first mask update")
     g.add_argument("--pruning-ramp-end", type=float, default=75, help="%% of training steps at which the target is reached")
     g.add_argument("--pruning-frequency", type=int, default=10, help="optimizer steps between mask updates")
+    g = p.add_argument_group("monitoring and tracking")
+    g.add_argument("--monitor", default="auto", choices=("auto", "nvidia", "amd", "cpu", "off"),
+                   help="memory monitor backend (memory.json); a backend that cannot run falls back to process memory")
+    g.add_argument("--monitor-interval", type=float, default=1.0, help="seconds between memory samples")
+    g.add_argument("--tracker", default="none",
+                   help="comma-separated experiment trackers: trackio, wandb, or none; one that cannot run is a warning")
+    g.add_argument("--tracking-dir", default="tracking", help="where trackio's database and wandb's offline runs go")
     return p
 
 
@@ -67,4 +74,6 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Name
         p.error("need 0 <= --pruning-warmup < --pruning-ramp-end <= 100 (percent of training steps)")
     if args.pruning_frequency < 1:
         p.error("--pruning-frequency must be at least 1")
+    if not getattr(args, "monitor_interval", 1.0) > 0:
+        p.error(f"--monitor-interval must be > 0 seconds, got {args.monitor_interval}")
     return args

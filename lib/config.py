@@ -41,6 +41,7 @@ class Choice:
     flag: str
     options: dict = field(default_factory=dict)  # symbol -> flag value
     model: str | None = None
+    join: str | None = None  # checkboxes, not a choice: every picked value, joined by this
 
 
 FLAGS: list[Flag | Choice] = [
@@ -52,6 +53,11 @@ FLAGS: list[Flag | Choice] = [
     Flag("PRUNING_WARMUP_PERCENT", "--pruning-warmup", int),
     Flag("PRUNING_RAMP_END_PERCENT", "--pruning-ramp-end", int),
     Flag("PRUNING_FREQUENCY", "--pruning-frequency", int),
+    # memory monitor and experiment trackers (lib/Kconfig.monitor, lib/Kconfig.tracking)
+    Choice("--monitor", {"MONITOR_AUTO": "auto", "MONITOR_NVIDIA": "nvidia", "MONITOR_AMD": "amd", "MONITOR_CPU": "cpu", "MONITOR_OFF": "off"}),
+    Flag("MONITOR_INTERVAL", "--monitor-interval", float),
+    Choice("--tracker", {"TRACKER_TRACKIO": "trackio", "TRACKER_WANDB": "wandb"}, join=","),
+    Flag("TRACKER_DIR", "--tracking-dir"),
     # LeNet-5
     Choice("--dataset", {"LENET5_DATASET_DIGITS": "digits", "LENET5_DATASET_MNIST": "mnist"}, model="lenet5"),
     Flag("LENET5_EPOCHS", "--epochs", int, model="lenet5"),
@@ -100,7 +106,7 @@ def trainer_argv(config: dict, model: str) -> list[str]:
         if isinstance(f, Choice):
             picked = [v for s, v in f.options.items() if config.get(s)]
             if picked:
-                argv += [f.flag, picked[0]]
+                argv += [f.flag, f.join.join(picked) if f.join else picked[0]]
         elif f.type is bool:  # a switch: the bare flag when y, nothing when n
             argv += [f.flag] if config.get(f.symbol) else []
         elif config.get(f.symbol) is not None:

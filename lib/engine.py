@@ -10,7 +10,6 @@ one clear line on stderr.
 
 from __future__ import annotations
 
-import resource
 import signal
 import sys
 import time
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from lib import checkpoint, optim, pruning
+from lib import checkpoint, monitor, optim, pruning, tracking
 from lib.data import DatasetMissing
 from lib.results import SCHEMA, RunRecord, write_json
 
@@ -41,10 +40,37 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+# The memory monitor and trackers of the run in progress, closed by `run()` if it fails.
+_observers: dict = {}
+
+
+def _observe(args, out: Path, device, record, model_name: str, dataset: str):
+    """Start the memory monitor and open the trackers (rank 0); their problems become run.json warnings."""
+    mon = monitor.for_run(args, device, out)
+    trackers = tracking.for_run(args, model=model_name, dataset=dataset, run_dir=out)
+    mon.on_sample = trackers.log_memory if trackers.trackers else None
+    _observers.update(mon=mon, trackers=trackers, out=out, record=record)
+    _note_warnings()
+    return mon, trackers
+
+
+def _note_warnings() -> None:
+    found = _observers["mon"].warnings + _observers["trackers"].warnings
+    record = _observers["record"]
+    if found and record.data.get("warnings") != found:
+        record.update(warnings=found)
+
+
+def _close_observers(exit_code: int) -> None:
+    """Final memory.json and tracker finish; on failure too, so nothing is left half-written."""
+    if not _observers:
+        return
+    mon, trackers = _observers["mon"], _observers["trackers"]
+    mon.stop()
+    mon.write(_observers["out"] / monitor.FILENAME)
+    trackers.finish(exit_code=exit_code)
+    _note_warnings()
+    _observers.clear()
 
 
 def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int) -> float:
@@ -113,6 +139,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
 
     record = RunRecord(out)
     record.start(out.name, sys.argv, args.seed)
+    mon, trackers = _observe(args, out, device, record, model_name, dataset)
     metrics = {
         "schema": SCHEMA,
         "run_id": out.name,
@@ -127,8 +154,11 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
     }
     started = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
+        mon.set_phase("train")
         train_loss = train_one_epoch(model, train_loader, opt, pruner, device, epoch)
+        mon.set_phase("eval")
         val_loss, val_acc = evaluate(model, val_loader, device)
+        mon.set_phase(None)
         report = pruning.sparsity_report(model)
         elapsed = elapsed_before + time.monotonic() - started
         history.append(
@@ -167,6 +197,9 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
             },
         )
         write_json(out / "metrics.json", metrics)
+        mon.write(out / monitor.FILENAME)
+        trackers.log(history[-1], step=epoch + 1)
+        _note_warnings()
         record.heartbeat()
 
     report = pruning.sparsity_report(model)
@@ -177,12 +210,14 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         "sparsity_prunable": report["sparsity_prunable"],
         "sparsity_global": report["sparsity_global"],
         "train_time_s": history[-1]["elapsed_s"],
-        "peak_memory_mib": peak_memory_mib(device),
+        "peak_memory_mib": mon.peak_memory_mib(),
         "params": report["params"],
         "nonzero_params": report["nonzero_params"],
         "layers": report["layers"],
     }
     write_json(out / "metrics.json", metrics)
+    trackers.summary(metrics["final"])
+    _close_observers(exit_code=0)
     record.finish("completed", exit_code=0)
     return metrics
 
@@ -209,6 +244,10 @@ def run(main, args) -> int:
 
 
 def _mark(args, status: str, code: int, message: str) -> None:
+    try:
+        _close_observers(exit_code=code)
+    except Exception as e:  # the failure being recorded matters more than the monitor's last write
+        print(f"warning: could not close the memory monitor or trackers: {e}", file=sys.stderr)
     record = RunRecord(args.output_dir)
     if record.data.get("status") != "running":
         record.start(Path(args.output_dir).name, sys.argv, args.seed)
