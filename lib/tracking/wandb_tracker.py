@@ -51,6 +51,8 @@ class WandbTracker(Tracker):
     def __init__(self, project: str, run_name: str, config: dict, directory, *, group: str | None = None, resume: bool = False):
         self.directory = writable_dir(Path(directory))
         wandb = import_wandb()
+        if os.environ.get("WANDB_MODE") == "":  # set but empty: wandb would reject it; treat as unset
+            del os.environ["WANDB_MODE"]
         self.mode = mode()
         self.run = wandb.init(
             project=project,
