@@ -84,6 +84,25 @@ FLAGS: list[Flag | Choice] = [
     Flag("RESNET50_TRAIN_SAMPLES", "--train-samples", int, model="resnet50"),
     Choice("--amp", {"RESNET50_AMP_OFF": "off", "RESNET50_AMP_BF16": "bf16", "RESNET50_AMP_FP16": "fp16"}, model="resnet50"),
     Flag("RESNET50_COMPILE", "--compile", bool, model="resnet50"),
+    # GPT-2 (gpt2/Kconfig); GPT2_DDP_PROCS is read by lib.matrix.argv
+    Choice("--model-size", {"GPT2_MODEL_TINY": "tiny", "GPT2_MODEL_124M": "gpt2", "GPT2_MODEL_MEDIUM": "gpt2-medium", "GPT2_MODEL_LARGE": "gpt2-large", "GPT2_MODEL_XL": "gpt2-xl"}, model="gpt2"),
+    Choice("--dataset", {"GPT2_DATASET_PYDOC": "pydoc", "GPT2_DATASET_SHAKESPEARE": "shakespeare", "GPT2_DATASET_FINEWEBEDU": "finewebedu", "GPT2_DATASET_OPENWEBTEXT": "openwebtext", "GPT2_DATASET_FILE": "file"}, model="gpt2"),
+    Flag("GPT2_TEXT_FILE", "--text-file", model="gpt2"),
+    Flag("GPT2_BLOCK_SIZE", "--block-size", int, model="gpt2"),
+    Flag("GPT2_BATCH_SIZE", "--batch-size", int, model="gpt2"),
+    Flag("GPT2_GRAD_ACCUM", "--grad-accum", int, model="gpt2"),
+    Flag("GPT2_MAX_ITERS", "--max-iters", int, model="gpt2"),
+    Flag("GPT2_EVAL_INTERVAL", "--eval-interval", int, model="gpt2"),
+    Flag("GPT2_EVAL_ITERS", "--eval-iters", int, model="gpt2"),
+    Flag("GPT2_LEARNING_RATE", "--lr", float, model="gpt2"),
+    Flag("GPT2_WARMUP_ITERS", "--warmup-iters", int, model="gpt2"),
+    Flag("GPT2_MIN_LR", "--min-lr", float, model="gpt2"),
+    Flag("GPT2_GRAD_CLIP", "--grad-clip", float, model="gpt2"),
+    Flag("GPT2_DROPOUT", "--dropout", float, model="gpt2"),
+    Flag("GPT2_MAX_MINUTES", "--max-minutes", int, model="gpt2"),
+    Choice("--amp", {"GPT2_AMP_OFF": "off", "GPT2_AMP_BF16": "bf16", "GPT2_AMP_FP16": "fp16"}, model="gpt2"),
+    Flag("GPT2_COMPILE", "--compile", bool, model="gpt2"),
+    Flag("GPT2_PRUNE_TIED_HEAD", "--prune-tied-head", bool, model="gpt2"),
 ]
 
 FLOAT_SYMBOLS = {f.symbol for f in FLAGS if isinstance(f, Flag) and f.type is float}

@@ -15,12 +15,15 @@ from dataclasses import asdict, dataclass
 from lib import config as cfg
 
 # Kconfig symbol -> axis value. The order here is the order of the matrix.
-MODELS = {"MODEL_LENET5": "lenet5", "MODEL_RESNET18": "resnet18", "MODEL_RESNET50": "resnet50"}
+MODELS = {"MODEL_LENET5": "lenet5", "MODEL_RESNET18": "resnet18", "MODEL_RESNET50": "resnet50", "MODEL_GPT2": "gpt2"}
 OPTIMIZERS = {"OPTIMIZER_SGD": "sgd", "OPTIMIZER_ADAM": "adam", "OPTIMIZER_ADAMW": "adamw"}
 PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude"}
 SPARSITIES = {f"SPARSITY_{p}": p / 100 for p in (50, 70, 90, 95, 99)}
 # Symbols the runner itself reads (not passed to trainers as flags).
 RUNNER_SYMBOLS = {"SEEDS", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS"}
+# Processes per run of a model that trains one run over several (DDP through torchrun).
+DDP_PROCS = {"gpt2": "GPT2_DDP_PROCS"}
+RUNNER_SYMBOLS |= set(DDP_PROCS.values())
 
 
 def axis_symbols() -> set[str]:
@@ -102,4 +105,22 @@ def argv(spec: RunSpec, config: dict, output_dir: str, overrides: dict | None = 
         if flag in args:
             args[args.index(flag) + 1] = str(value)
     args += ["--output-dir", output_dir]
+    procs = processes(spec, config)
+    if procs > 1:
+        # "--" ends torchrun's own options: without it, its argparse rejects trainer flags that
+        # abbreviate two of its options (--monitor: --monitor-interval, --monitor_interval).
+        launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
+        return [sys.executable, *launch, "-m", f"{spec.model}.train", "--", *args]
     return [sys.executable, "-m", f"{spec.model}.train", *args]
+
+
+def processes(spec: RunSpec, config: dict) -> int:
+    """How many processes one run of `spec` uses: its model's DDP setting; 0 means one per visible GPU."""
+    wanted = config.get(DDP_PROCS.get(spec.model, ""))
+    if wanted is None:
+        return 1
+    if wanted == 0:
+        import torch  # only when asked to count GPUs
+
+        return max(1, torch.cuda.device_count())
+    return int(wanted)
