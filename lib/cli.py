@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from lib import optim, pruning
-from lib.pruning.schedule import POWERS
+from lib.pruning.schedule import POWERS, UNITS
 
 AMP_MODES = ("off", "bf16", "fp16")
 
@@ -42,6 +42,7 @@ def parser(description: str, *, epochs: int, batch_size: int, lr: float) -> argp
     g.add_argument("--pruning-warmup", type=float, default=10, help="%% of training steps before the first mask update")
     g.add_argument("--pruning-ramp-end", type=float, default=75, help="%% of training steps at which the target is reached")
     g.add_argument("--pruning-frequency", type=int, default=10, help="optimizer steps between mask updates")
+    _pruning_flags(g)
     g = p.add_argument_group("monitoring and tracking")
     g.add_argument("--monitor", default="auto", choices=("auto", "nvidia", "amd", "cpu", "off"),
                    help="memory monitor backend (memory.json); a backend that cannot run falls back to process memory")
@@ -50,6 +51,54 @@ def parser(description: str, *, epochs: int, batch_size: int, lr: float) -> argp
                    help="comma-separated experiment trackers: trackio, wandb, or none; one that cannot run is a warning")
     g.add_argument("--tracking-dir", default="tracking", help="where trackio's database and wandb's offline runs go")
     return p
+
+
+def _pruning_flags(g) -> None:
+    """The pruning family's settings (lib.pruning); see lib/Kconfig.pruning for their meaning."""
+    g.add_argument("--pruning-unit", default="step", choices=UNITS,
+                   help="step: the schedule moves every step, --pruning-frequency counts steps; epoch: per epoch")
+    g.add_argument("--pruning-scope", default="global", choices=("global", "layer"),
+                   help="magnitude and movement: one global threshold, or every layer at the scheduled level")
+    g.add_argument("--pruning-variant", default=None, help=f"state pruning: one of {', '.join(pruning.VARIANTS)}")
+    g.add_argument("--budget-extension", type=float, default=0.0,
+                   help="train this many %% longer (bitter2: 21, bitter3/4: 30 in the matrix); recorded in run.json")
+    g.add_argument("--no-layer-adaptive-rescale", dest="layer_adaptive_rescale", action="store_false",
+                   help="bitter4: keep the depth-scaled levels instead of rescaling them to hit the target exactly")
+    g.add_argument("--structure-weight-attention", type=float, default=2.5, help="bitter8/9: weight of attention parameters")
+    g.add_argument("--structure-weight-mlp", type=float, default=1.0, help="bitter8/9: weight of MLP parameters")
+    g.add_argument("--structure-weight-coupling", type=float, default=3.0, help="bitter8/9: weight of coupling parameters")
+    g.add_argument("--ratio-preserve", action="store_true",
+                   help="state pruning: RATIO budgets keeping kept-MLP : kept-attention at --ratio")
+    g.add_argument("--ratio", type=float, default=2.5, help="RATIO: final MLP:attention ratio of kept parameters")
+    g.add_argument("--ratio-tolerance", type=float, default=0.2, help="RATIO: accepted absolute deviation of the final ratio")
+    g.add_argument("--prune-embeddings", action="store_true", help="also prune embedding tables")
+    g.add_argument("--prune-norms", action="store_true", help="also prune normalisation weights")
+    g.add_argument("--prune-biases", action="store_true", help="also prune biases")
+
+
+def _check_pruning(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    method, variant = args.pruning_method, args.pruning_variant
+    if method == "state":
+        if variant not in pruning.VARIANTS:
+            got = f"{variant!r} is unknown" if variant else "is missing"
+            p.error(f"--pruning-variant {got}; state pruning needs one of: {', '.join(pruning.VARIANTS)}")
+        able = getattr(optim, "ADAM_FAMILY", ("adam", "adamw"))
+        if args.optimizer not in able:
+            p.error(
+                f"--pruning-method state reads the optimizer's exp_avg/exp_avg_sq, which {args.optimizer!r} does not keep; "
+                f"valid optimizers: {', '.join(able)}"
+            )
+        if variant == "bitter4" and args.ratio_preserve:
+            p.error("--ratio-preserve cannot be combined with --pruning-variant bitter4 (layer-adaptive); pick one")
+    elif variant is not None:
+        p.error(f"--pruning-variant applies only to --pruning-method state, not {method!r}")
+    if args.budget_extension < 0:
+        p.error(f"--budget-extension must be >= 0 %, got {args.budget_extension}")
+    for role in ("attention", "mlp", "coupling"):
+        if not getattr(args, f"structure_weight_{role}") > 0:
+            p.error(f"--structure-weight-{role} must be positive, got {getattr(args, f'structure_weight_{role}')}")
+    if not args.ratio > 0 or args.ratio_tolerance < 0:
+        p.error(f"--ratio must be positive and --ratio-tolerance >= 0, got {args.ratio} and {args.ratio_tolerance}")
 
 
 def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
@@ -74,6 +123,7 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Name
         p.error("need 0 <= --pruning-warmup < --pruning-ramp-end <= 100 (percent of training steps)")
     if args.pruning_frequency < 1:
         p.error("--pruning-frequency must be at least 1")
+    _check_pruning(p, args)
     if not getattr(args, "monitor_interval", 1.0) > 0:
         p.error(f"--monitor-interval must be > 0 seconds, got {args.monitor_interval}")
     return args

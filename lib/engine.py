@@ -117,13 +117,13 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator, num_workers=args.workers)
     val_loader = DataLoader(val_set, batch_size=max(args.batch_size, 256), shuffle=False, num_workers=args.workers)
     opt = optim.build(args.optimizer, model, args.lr, args.weight_decay, args.momentum)
+    # An explicit training-budget extension (bitter2/3/4 in the matrix) lengthens the run; run.json records it.
+    budget = pruning.budget_record(args.epochs, getattr(args, "budget_extension", 0.0), "epochs")
+    if budget["trained"] != args.epochs:
+        print(f"training budget extended by {budget['extension_percent']:g}%: {args.epochs} -> {budget['trained']} epochs", flush=True)
+        args.epochs = budget["trained"]
     total_steps = args.epochs * len(train_loader)
-    pruner = None
-    if args.pruning_method != "none":
-        schedule = pruning.SparsitySchedule.from_percent(
-            args.target_sparsity, total_steps, args.pruning_warmup, args.pruning_ramp_end, args.pruning_schedule
-        )
-        pruner = pruning.build(args.pruning_method, model, schedule, args.pruning_frequency, optimizer=opt)
+    pruner = pruning.from_args(args, model, opt, total_steps, steps_per_epoch=len(train_loader))
 
     history, best, start_epoch, elapsed_before = [], {"accuracy": -1.0, "epoch": None}, 0, 0.0
     ckpt_path = out / "checkpoint.pt"
@@ -139,6 +139,8 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
 
     record = RunRecord(out)
     record.start(out.name, sys.argv, args.seed)
+    if budget["extension_percent"]:
+        record.update(budget=budget)
     mon, trackers = _observe(args, out, device, record, model_name, dataset)
     metrics = {
         "schema": SCHEMA,
@@ -146,7 +148,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         "model": model_name,
         "dataset": dataset,
         "optimizer": args.optimizer,
-        "variant": None,
+        "variant": getattr(args, "pruning_variant", None) if pruner else None,
         "pruning": args.pruning_method,
         "target_sparsity": args.target_sparsity if pruner else 0.0,
         "seed": args.seed,
@@ -159,7 +161,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         mon.set_phase("eval")
         val_loss, val_acc = evaluate(model, val_loader, device)
         mon.set_phase(None)
-        report = pruning.sparsity_report(model)
+        report = pruning.sparsity_report(model, params=pruner.params if pruner else None)
         elapsed = elapsed_before + time.monotonic() - started
         history.append(
             {
@@ -202,7 +204,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         _note_warnings()
         record.heartbeat()
 
-    report = pruning.sparsity_report(model)
+    report = pruning.sparsity_report(model, params=pruner.params if pruner else None)
     metrics["final"] = {
         "accuracy": history[-1]["val_accuracy"],
         "best_accuracy": best["accuracy"] if best["epoch"] else None,
@@ -215,6 +217,8 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         "nonzero_params": report["nonzero_params"],
         "layers": report["layers"],
     }
+    if pruner is not None:
+        metrics["final"]["pruning"] = pruner.summary()  # scheduled vs achieved sparsity, layer levels, RATIO check
     write_json(out / "metrics.json", metrics)
     trackers.summary(metrics["final"])
     _close_observers(exit_code=0)

@@ -1,8 +1,8 @@
 """The one matrix expansion and the one run-id function.
 
 `expand(config)` turns a typed configuration (see `lib.config`) into the
-ordered list of runs: model x optimizer x pruning method x sparsity x seed,
-keeping only valid combinations. `run_id(spec)` names a run. `argv(spec,
+ordered list of runs: model x optimizer x pruning method x variant (state
+pruning's bitter* only) x sparsity x seed, keeping only valid combinations. `run_id(spec)` names a run. `argv(spec,
 config)` is the command that runs it. Run, continue, status, dry-run and the
 graphs all go through these three functions.
 """
@@ -17,17 +17,25 @@ from lib import config as cfg
 # Kconfig symbol -> axis value. The order here is the order of the matrix.
 MODELS = {"MODEL_LENET5": "lenet5", "MODEL_RESNET18": "resnet18", "MODEL_RESNET50": "resnet50", "MODEL_GPT2": "gpt2"}
 OPTIMIZERS = {"OPTIMIZER_SGD": "sgd", "OPTIMIZER_ADAM": "adam", "OPTIMIZER_ADAMW": "adamw"}
-PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude"}
+PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude", "PRUNING_MOVEMENT": "movement", "PRUNING_STATE": "state"}
 SPARSITIES = {f"SPARSITY_{p}": p / 100 for p in (50, 70, 90, 95, 99)}
+# State-pruning variants: state runs expand over the checked ones (and only state runs have one).
+VARIANTS = {f"PRUNING_STATE_{v.upper()}": v for v in ("bitter0", "bitter1", "bitter2", "bitter3", "bitter4", "bitter7", "bitter8", "bitter9")}
+# Training-budget extension (%) of a variant's runs, passed as --budget-extension.
+VARIANT_BUDGETS = {
+    "bitter2": "PRUNING_BITTER2_BUDGET_PERCENT",
+    "bitter3": "PRUNING_BITTER3_BUDGET_PERCENT",
+    "bitter4": "PRUNING_BITTER4_BUDGET_PERCENT",
+}
 # Symbols the runner itself reads (not passed to trainers as flags).
-RUNNER_SYMBOLS = {"SEEDS", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS"}
+RUNNER_SYMBOLS = {"SEEDS", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS"} | set(VARIANT_BUDGETS.values())
 # Processes per run of a model that trains one run over several (DDP through torchrun).
 DDP_PROCS = {"gpt2": "GPT2_DDP_PROCS"}
 RUNNER_SYMBOLS |= set(DDP_PROCS.values())
 
 
 def axis_symbols() -> set[str]:
-    return set(MODELS) | set(OPTIMIZERS) | set(PRUNING) | set(SPARSITIES)
+    return set(MODELS) | set(OPTIMIZERS) | set(PRUNING) | set(SPARSITIES) | set(VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,7 @@ class RunSpec:
     pruning: str
     sparsity: float | None  # None for the dense baseline
     seed: int
-    variant: str | None = None  # state-pruning variant (bitter*), later
+    variant: str | None = None  # state-pruning variant (bitter*); None for every other method
     multi_seed: bool = False  # whether the id carries the seed
 
     def to_dict(self) -> dict:
@@ -85,13 +93,23 @@ def expand(config: dict) -> list[RunSpec]:
             raise cfg.ConfigError(f"the configuration selects no {what}: pick at least one in 'make menuconfig'")
     if any(m != "none" for m in methods) and not sparsities:
         raise cfg.ConfigError("a pruning method is selected but no sparsity level (CONFIG_SPARSITY_*)")
+    variants = _picked(config, VARIANTS)
+    if "state" in methods and not variants:
+        raise cfg.ConfigError(
+            f"state pruning is selected but no variant: check at least one of {', '.join(f'CONFIG_{s}' for s in VARIANTS)}"
+        )
     runs = []
     for model in models:
         for opt in optimizers:
             for method in methods:
-                for sparsity in ([None] if method == "none" else sparsities):
-                    for seed in seeds:
-                        runs.append(RunSpec(model, opt, method, sparsity, seed, multi_seed=len(seeds) > 1))
+                if method == "state" and opt != "adamwprune":
+                    continue  # state pruning reads AdamWPrune's moments
+                for variant in (variants if method == "state" else [None]):
+                    for sparsity in ([None] if method == "none" else sparsities):
+                        for seed in seeds:
+                            runs.append(RunSpec(model, opt, method, sparsity, seed, variant, multi_seed=len(seeds) > 1))
+    if not runs:
+        raise cfg.ConfigError("the configuration selects no valid run: state pruning runs only with adamwprune")
     return runs
 
 
@@ -101,6 +119,10 @@ def argv(spec: RunSpec, config: dict, output_dir: str, overrides: dict | None = 
     args += ["--optimizer", spec.optimizer, "--pruning-method", spec.pruning, "--seed", str(spec.seed)]
     if spec.sparsity is not None:
         args += ["--target-sparsity", str(spec.sparsity)]
+    if spec.variant:
+        args += ["--pruning-variant", spec.variant]
+        if config.get(VARIANT_BUDGETS.get(spec.variant, "")):
+            args += ["--budget-extension", str(config[VARIANT_BUDGETS[spec.variant]])]
     for flag, value in (overrides or {}).items():  # e.g. make EPOCHS=N; models without the flag keep theirs
         if flag in args:
             args[args.index(flag) + 1] = str(value)

@@ -1,16 +1,24 @@
 """The pruner interface every method implements.
 
-A pruner owns one boolean mask per prunable weight (1 byte per parameter).
-Each optimizer step goes:
+A pruner owns one boolean mask per prunable tensor (1 byte per parameter),
+registered on the owning module as a non-persistent buffer
+(`pruning_mask_<attr>`: it follows `model.to(device)` but stays out of
+`model.state_dict()`, so best.pt loads into a plain model) and saved in
+checkpoint.pt through `Pruner.state_dict()`. Each optimizer step goes:
 
     loss.backward()
     pruner.mask_gradients()   # pruned entries get no gradient
     optimizer.step()
     pruner.step()             # maybe update masks on schedule, then re-mask
+                              # weights and the optimizer's moments
 
-so pruned weights stay exactly zero. A method only supplies `scores()`:
-higher means more important. Masks are chosen globally over all prunable
-weights with an exact, deterministic threshold (`keep_top`).
+so pruned weights stay exactly zero. A method supplies `score(i)` for its
+i-th tensor: higher means more important. Already-pruned entries score -inf,
+so masks only ever grow. How many entries each tensor loses is the
+allocation: "global" (one exact threshold over all prunable weights),
+"layer" (every tensor at the scheduled level) or "adaptive" (by depth, see
+`layer_adaptive`); subclasses may group tensors otherwise (RATIO).
+Thresholds are exact and deterministic (`threshold.lowest_keep`).
 """
 
 from __future__ import annotations
@@ -20,53 +28,75 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from lib.pruning.layer_adaptive import LayerAdaptive
 from lib.pruning.schedule import SparsitySchedule
+from lib.pruning.threshold import keep_top, lowest_keep  # noqa: F401  (keep_top is public API)
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_TYPES = tuple(
+    t
+    for t in (
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.LocalResponseNorm,
+        getattr(nn, "RMSNorm", None),
+        nn.modules.batchnorm._BatchNorm,
+        nn.modules.instancenorm._InstanceNorm,
+    )
+    if t is not None
+)
 # Per-parameter optimizer state zeroed with the weights (SGD, Adam family).
 MOMENT_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+SCOPES = ("global", "layer", "adaptive")
+MASK_PREFIX = "pruning_mask_"
 
 
-def prunable_parameters(model: nn.Module, include_tied_head: bool = False) -> list[tuple[str, nn.Parameter]]:
-    """Weights of linear and convolution layers.
+def prunable_entries(
+    model: nn.Module,
+    include_tied_head: bool = False,
+    *,
+    include_embeddings: bool = False,
+    include_norms: bool = False,
+    include_biases: bool = False,
+) -> list[tuple[str, nn.Parameter, nn.Module, str]]:
+    """(name, parameter, owning module, attribute) of every prunable tensor, in module order.
 
-    Biases, normalisation layers and embeddings are never included; a linear
-    layer whose weight is shared with an embedding (a tied output head) is
-    left out unless `include_tied_head`.
+    By default: weights of linear and convolution layers. Embeddings, norm
+    weights and biases join only when asked; a linear layer whose weight is
+    shared with an embedding (a tied output head) is left out unless
+    `include_tied_head` (or the embedding itself is included). A shared
+    tensor appears once.
     """
     embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     out, seen = [], set()
     for mod_name, module in model.named_modules():
-        if not isinstance(module, PRUNABLE_TYPES):
-            continue
-        w = module.weight
-        if id(w) in seen or (id(w) in embedding_weights and not include_tied_head):
-            continue
-        seen.add(id(w))
-        out.append((f"{mod_name}.weight" if mod_name else "weight", w))
+        attrs = []
+        if isinstance(module, PRUNABLE_TYPES):
+            w = module.weight
+            if id(w) not in embedding_weights or include_tied_head or include_embeddings:
+                attrs.append("weight")
+        elif isinstance(module, nn.Embedding) and include_embeddings:
+            attrs.append("weight")
+        elif isinstance(module, NORM_TYPES) and include_norms and isinstance(getattr(module, "weight", None), nn.Parameter):
+            attrs.append("weight")
+        if include_biases and isinstance(module, PRUNABLE_TYPES + NORM_TYPES) and isinstance(getattr(module, "bias", None), nn.Parameter):
+            attrs.append("bias")
+        for attr in attrs:
+            p = getattr(module, attr)
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            out.append((f"{mod_name}.{attr}" if mod_name else attr, p, module, attr))
     return out
 
 
-def keep_top(scores: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-    """Boolean masks keeping all but the round(sparsity * N) lowest scores.
-
-    Exact for any size (kthvalue, not quantile or sampling) and deterministic:
-    ties at the threshold are pruned in flat index order.
-    """
-    flat = torch.cat([s.detach().reshape(-1).float() for s in scores])
-    n_prune = int(round(sparsity * flat.numel()))
-    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    if n_prune > 0:
-        threshold = torch.kthvalue(flat.cpu(), n_prune).values.to(flat.device)
-        below = flat < threshold
-        keep &= ~below
-        ties = (flat == threshold).nonzero().flatten()
-        keep[ties[: n_prune - int(below.sum())]] = False
-    return list(keep.split([s.numel() for s in scores]))
+def prunable_parameters(model: nn.Module, include_tied_head: bool = False, **include) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every prunable tensor; see `prunable_entries` for what counts."""
+    return [(n, p) for n, p, _, _ in prunable_entries(model, include_tied_head, **include)]
 
 
 class Pruner(ABC):
-    """Gradual global pruning driven by a `SparsitySchedule`."""
+    """Gradual pruning driven by a `SparsitySchedule`."""
 
     name = "base"
 
@@ -77,44 +107,101 @@ class Pruner(ABC):
         frequency: int = 1,
         include_tied_head: bool = False,
         optimizer: torch.optim.Optimizer | None = None,
+        *,
+        scope: str = "global",
+        layer_adaptive: LayerAdaptive | None = None,
+        include_embeddings: bool = False,
+        include_norms: bool = False,
+        include_biases: bool = False,
     ):
         if frequency < 1:
             raise ValueError(f"mask update frequency must be >= 1, got {frequency}")
+        if scope not in SCOPES:
+            raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
         self.schedule = schedule
         self.frequency = frequency
         self.optimizer = optimizer  # its per-parameter moments are zeroed where weights are pruned
-        self.params = prunable_parameters(model, include_tied_head)
-        if not self.params:
+        self.scope = scope
+        self.layer_adaptive = layer_adaptive or LayerAdaptive()
+        entries = prunable_entries(
+            model,
+            include_tied_head,
+            include_embeddings=include_embeddings,
+            include_norms=include_norms,
+            include_biases=include_biases,
+        )
+        if not entries:
             raise ValueError(f"{type(model).__name__} has no prunable (linear or convolution) weights")
-        self.masks = {name: torch.ones_like(p, dtype=torch.bool) for name, p in self.params}
+        self.params = [(n, p) for n, p, _, _ in entries]
+        self._buffers = []  # (module, buffer name) holding each mask
+        for _, p, module, attr in entries:
+            buf = MASK_PREFIX + attr
+            module.register_buffer(buf, torch.ones_like(p, dtype=torch.bool), persistent=False)
+            self._buffers.append((module, buf))
+        self.sizes = [p.numel() for _, p in self.params]
         self.step_count = 0
-        self.sparsity = 0.0  # the level the masks currently implement
+        self.sparsity = 0.0  # the scheduled level the masks currently implement
+
+    # -- masks ----------------------------------------------------------------------
+    def mask_list(self) -> list[torch.Tensor]:
+        """The mask tensors, in the order of `self.params` (read from the module buffers)."""
+        return [getattr(module, buf) for module, buf in self._buffers]
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        return {n: m for (n, _), m in zip(self.params, self.mask_list())}
 
     # -- what a method supplies ------------------------------------------------
     @abstractmethod
+    def score(self, index: int) -> torch.Tensor:
+        """Importance of every entry of the `index`-th prunable tensor (higher = keep)."""
+
     def scores(self) -> list[torch.Tensor]:
         """Importance of every prunable weight, one tensor per entry of `self.params`."""
+        return [self.score(i) for i in range(len(self.params))]
 
     def observe(self) -> None:
         """Called after every optimizer step, before any mask update (e.g. to accumulate scores)."""
 
+    def allocation(self, sparsity: float) -> list[tuple[list[int], int]]:
+        """Groups of tensor indices and how many entries each group prunes at `sparsity`."""
+        if self.scope == "global":
+            return [(list(range(len(self.sizes))), int(round(sparsity * sum(self.sizes))))]
+        if self.scope == "layer":
+            return [([i], int(round(sparsity * n))) for i, n in enumerate(self.sizes)]
+        counts = self.layer_adaptive.counts(self.sizes, sparsity)
+        return [([i], c) for i, c in enumerate(counts)]
+
     # -- the training-loop hooks -------------------------------------------------
     @torch.no_grad()
     def mask_gradients(self) -> None:
-        for name, p in self.params:
+        grads, masks = [], []
+        for (_, p), m in zip(self.params, self.mask_list()):
             if p.grad is not None:
-                p.grad.mul_(self.masks[name])
+                grads.append(p.grad)
+                masks.append(m)
+        if grads:
+            torch._foreach_mul_(grads, masks)
 
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero pruned weights, and the optimizer's moments for them."""
-        for name, p in self.params:
-            mask = self.masks[name]
-            p.mul_(mask)
-            state = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
+        masks = self.mask_list()
+        torch._foreach_mul_([p for _, p in self.params], masks)
+        if self.optimizer is None:
+            return
+        tensors, their_masks = [], []
+        for (_, p), mask in zip(self.params, masks):
+            state = self.optimizer.state.get(p)
+            if not state:
+                continue
             for key in MOMENT_KEYS:
-                if torch.is_tensor(state.get(key)) and state[key].shape == p.shape:
-                    state[key].mul_(mask)
+                t = state.get(key)
+                if torch.is_tensor(t) and t.shape == p.shape:
+                    tensors.append(t)
+                    their_masks.append(mask)
+        if tensors:
+            torch._foreach_mul_(tensors, their_masks)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -127,12 +214,22 @@ class Pruner(ABC):
             self.update_masks(wanted)
         self.apply_masks()
 
+    def _masked_score(self, i: int) -> torch.Tensor:
+        mask = self.mask_list()[i]
+        return self.score(i).float().masked_fill(~mask, float("-inf"))
+
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
-        # Already-pruned entries score -inf, so masks only ever grow.
-        scores = [s.float().masked_fill(~self.masks[n], float("-inf")) for (n, _), s in zip(self.params, self.scores())]
-        for (name, p), keep in zip(self.params, keep_top(scores, sparsity)):
-            self.masks[name] = keep.view_as(p)
+        masks = self.mask_list()
+        for idx, n_prune in self.allocation(sparsity):
+            pruned = sum(int(masks[i].numel() - masks[i].sum()) for i in idx)
+            n_prune = min(max(n_prune, pruned), sum(self.sizes[i] for i in idx))  # masks only grow
+            if n_prune == pruned:
+                continue
+            sources = [lambda i=i: self._masked_score(i) for i in idx]
+            keeps = lowest_keep(sources, n_prune, [self.sizes[i] for i in idx])
+            for i, keep in zip(idx, keeps):
+                masks[i].copy_(keep.view_as(masks[i]))
         self.sparsity = sparsity
 
     # -- checkpointing and reporting ---------------------------------------------
@@ -140,17 +237,46 @@ class Pruner(ABC):
         return {"masks": {n: m.clone() for n, m in self.masks.items()}, "step_count": self.step_count, "sparsity": self.sparsity}
 
     def load_state_dict(self, state: dict) -> None:
-        missing = set(self.masks) ^ set(state["masks"])
+        mine = self.masks
+        missing = set(mine) ^ set(state["masks"])
         if missing:
             raise ValueError(f"pruner state does not match the model (differs in: {', '.join(sorted(missing))})")
-        self.masks = {n: state["masks"][n].to(self.masks[n].device) for n in self.masks}
+        for n, m in mine.items():
+            if state["masks"][n].shape != m.shape:
+                raise ValueError(f"pruner state does not match the model ({n}: {tuple(state['masks'][n].shape)} vs {tuple(m.shape)})")
+            m.copy_(state["masks"][n].to(device=m.device, dtype=torch.bool))
         self.step_count = int(state["step_count"])
         self.sparsity = float(state["sparsity"])
 
+    def state_bytes(self) -> int:
+        """Bytes the pruner keeps between steps (masks plus any method state)."""
+        return sum(m.numel() * m.element_size() for m in self.mask_list())
 
-def sparsity_report(model: nn.Module, include_tied_head: bool = False) -> dict:
-    """Zero fractions over prunable weights and over all parameters, plus a per-layer table."""
-    prunable = prunable_parameters(model, include_tied_head)
+    def summary(self) -> dict:
+        """What the masks implement, for metrics.json."""
+        masks = self.mask_list()
+        pruned = sum(int(m.numel() - m.sum()) for m in masks)
+        out = {
+            "method": self.name,
+            "scope": self.scope,
+            "scheduled_sparsity": self.sparsity,
+            "achieved_sparsity": pruned / max(1, sum(self.sizes)),
+            "prunable_params": sum(self.sizes),
+        }
+        if self.scope == "adaptive":
+            out["layer_levels"] = {
+                n: s for (n, _), s in zip(self.params, self.layer_adaptive.levels(self.sizes, self.schedule.target))
+            }
+        return out
+
+
+def sparsity_report(model: nn.Module, include_tied_head: bool = False, params: list | None = None) -> dict:
+    """Zero fractions over prunable weights and over all parameters, plus a per-layer table.
+
+    `params` (a pruner's `params`) fixes what counts as prunable; by default,
+    the default selection of `prunable_parameters`.
+    """
+    prunable = params if params is not None else prunable_parameters(model, include_tied_head)
     layers = {n: (int((p == 0).sum()), p.numel()) for n, p in prunable}
     z_p = sum(z for z, _ in layers.values())
     n_p = sum(n for _, n in layers.values())

@@ -2,6 +2,11 @@
 
 s(t) = s_final * p**k with p = clamp((t - warmup) / (ramp_end - warmup), 0, 1):
 k = 1 is the linear ramp, k = 3 the cubic one. Steps are optimizer steps.
+
+Step- or epoch-based: with `quantum` = steps per epoch, the schedule only
+moves at epoch boundaries (t is rounded down to a whole number of epochs) and
+`from_percent(..., unit="epoch")` puts warmup and ramp end on epoch
+boundaries too. `UNITS` lists the choices.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POWERS = {"linear": 1, "cubic": 3}
+UNITS = ("step", "epoch")
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,7 @@ class SparsitySchedule:
     warmup: int  # no pruning up to and including this step
     ramp_end: int  # target reached at this step
     kind: str = "cubic"
+    quantum: int = 1  # the schedule moves every `quantum` steps (steps per epoch when epoch-based)
 
     def __post_init__(self):
         if self.kind not in POWERS:
@@ -25,19 +32,44 @@ class SparsitySchedule:
             raise ValueError(f"target sparsity {self.target} is outside [0, 1)")
         if self.warmup < 0 or self.ramp_end < self.warmup:
             raise ValueError(f"schedule needs 0 <= warmup ({self.warmup}) <= ramp_end ({self.ramp_end})")
+        if self.quantum < 1:
+            raise ValueError(f"schedule quantum must be >= 1 step, got {self.quantum}")
 
     @classmethod
-    def from_percent(cls, target: float, total_steps: int, warmup_pct: float, ramp_end_pct: float, kind: str):
-        """Warmup and ramp end given as percentages of the run's total steps."""
+    def from_percent(
+        cls,
+        target: float,
+        total_steps: int,
+        warmup_pct: float,
+        ramp_end_pct: float,
+        kind: str,
+        unit: str = "step",
+        steps_per_epoch: int = 1,
+    ):
+        """Warmup and ramp end given as percentages of the run's total steps.
+
+        unit="epoch": both are rounded to whole epochs of `steps_per_epoch`
+        steps (ramp end up, at least one epoch after warmup, never past the
+        run) and the schedule moves once per epoch.
+        """
         if not 0 <= warmup_pct < ramp_end_pct <= 100:
             raise ValueError(
                 f"pruning warmup ({warmup_pct}%) must be below the ramp end ({ramp_end_pct}%), both within 0-100"
             )
+        if unit not in UNITS:
+            raise ValueError(f"unknown schedule unit {unit!r}; valid: {', '.join(UNITS)}")
+        if unit == "epoch":
+            q = max(1, int(steps_per_epoch))
+            epochs = max(1, total_steps // q)
+            warmup_e = int(epochs * warmup_pct / 100)
+            ramp_e = min(max(warmup_e + 1, -(-epochs * ramp_end_pct // 100)), max(epochs, warmup_e + 1))
+            return cls(target, warmup_e * q, int(ramp_e) * q, kind, quantum=q)
         warmup = int(total_steps * warmup_pct / 100)
         ramp_end = max(warmup + 1, int(round(total_steps * ramp_end_pct / 100)))
         return cls(target, warmup, min(ramp_end, max(total_steps, warmup + 1)), kind)
 
     def __call__(self, step: int) -> float:
+        step = step // self.quantum * self.quantum
         if step <= self.warmup:
             return 0.0
         p = min(1.0, (step - self.warmup) / max(1, self.ramp_end - self.warmup))

@@ -1,0 +1,103 @@
+"""Layer-adaptive sparsity: prune deeper layers harder than early ones.
+
+Layer l of L (in the model's registration order, the depth proxy) gets
+`min(cap, target * scale_l)` with scale_l growing linearly from `low` (first
+layer) to `high` (last layer): 0.7x to 1.3x with cap 0.95 by default. A single
+layer gets scale 1.0.
+
+Those levels do not in general average to the target (layer sizes differ, the
+cap clips), so the plan reports the achieved global sparsity; with
+`rescale=True` the scales are multiplied by the one factor that makes the
+size-weighted mean hit the target exactly (solved in closed form, piece by
+piece over the capped layers), and the per-layer counts are rounded so that
+they sum to round(target * N).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LayerAdaptive:
+    low: float = 0.7
+    high: float = 1.3
+    cap: float = 0.95
+    rescale: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.low <= self.high:
+            raise ValueError(f"layer-adaptive scales need 0 < low ({self.low}) <= high ({self.high})")
+        if not 0 < self.cap < 1:
+            raise ValueError(f"layer-adaptive cap must be in (0, 1), got {self.cap}")
+
+    def scales(self, n_layers: int) -> list[float]:
+        if n_layers == 1:
+            return [1.0]
+        return [self.low + (self.high - self.low) * i / (n_layers - 1) for i in range(n_layers)]
+
+    def levels(self, sizes: list[int], target: float) -> list[float]:
+        """Per-layer sparsity for a global target (rescaled when `rescale`)."""
+        scales = self.scales(len(sizes))
+        if not self.rescale or target == 0:
+            return [min(self.cap, target * a) for a in scales]
+        if target > self.cap:
+            raise ValueError(
+                f"target sparsity {target} is above the layer-adaptive cap {self.cap}: no per-layer plan reaches it"
+            )
+        u = _solve_level_factor(sizes, scales, target, self.cap)
+        return [min(self.cap, u * a) for a in scales]
+
+    def counts(self, sizes: list[int], target: float) -> list[int]:
+        """Entries to prune per layer; they sum to round(target * N) when `rescale`."""
+        levels = self.levels(sizes, target)
+        if not self.rescale:
+            return [min(n, round(n * s)) for n, s in zip(sizes, levels)]
+        want = [n * s for n, s in zip(sizes, levels)]
+        limit = [math.floor(n * self.cap + 1e-9) for n in sizes]
+        counts = [min(math.floor(w + 1e-9), c) for w, c in zip(want, limit)]
+        short = round(target * sum(sizes)) - sum(counts)
+        # Largest remainder first, ties by layer order; never past a layer's cap.
+        order = sorted(range(len(sizes)), key=lambda i: (-(want[i] - counts[i]), i))
+        while short > 0:
+            grown = False
+            for i in order:
+                if short and counts[i] < limit[i]:
+                    counts[i] += 1
+                    short -= 1
+                    grown = True
+            if not grown:
+                raise ValueError(f"target sparsity {target} cannot be met under the per-layer cap {self.cap}")
+        for i in reversed(order):  # float rounding can overshoot by an entry
+            while short < 0 and counts[i] > 0:
+                counts[i] -= 1
+                short += 1
+        return counts
+
+    def achieved(self, sizes: list[int], target: float) -> float:
+        """Global sparsity the plan implements for `target`."""
+        return sum(self.counts(sizes, target)) / max(1, sum(sizes))
+
+
+def _solve_level_factor(sizes: list[int], scales: list[float], target: float, cap: float) -> float:
+    """u with sum_l n_l * min(cap, u * a_l) == target * N.
+
+    The left side is piecewise linear and non-decreasing in u; try each count
+    j of saturated layers (largest scales saturate first) and keep the piece
+    whose u is consistent with it.
+    """
+    order = sorted(range(len(sizes)), key=lambda i: -scales[i])
+    total = target * sum(sizes)
+    saturated = 0.0
+    for j in range(len(order) + 1):
+        rest = sum(sizes[i] * scales[i] for i in order[j:])
+        if rest == 0:
+            break
+        u = (total - cap * saturated) / rest
+        sat_ok = j == 0 or u * scales[order[j - 1]] >= cap - 1e-12
+        free_ok = u * scales[order[j]] <= cap + 1e-12
+        if sat_ok and free_ok:
+            return u
+        saturated += sizes[order[j]]
+    return cap / min(scales)  # every layer at the cap (target == cap)

@@ -1,0 +1,113 @@
+"""RATIO: prune attention and MLP weights so that a target MLP:attention ratio holds.
+
+With A attention and M MLP parameters, a total sparsity S over the two groups
+and a wanted final ratio r of kept MLP to kept attention parameters, the
+prune fractions alpha (attention) and mu (MLP) must satisfy
+
+    (1)  alpha * A + mu * M = S * (A + M)          total sparsity
+    (2)  M * (1 - mu) = r * A * (1 - alpha)        final ratio
+
+Write a = A(1 - alpha) and m = M(1 - mu) for the kept counts. (1) says
+a + m = (1 - S)(A + M); (2) says m = r * a. Hence
+
+    a = (1 - S)(A + M) / (1 + r),   m = r * a,
+    alpha = 1 - a / A,              mu = 1 - m / M.
+
+A request is feasible when both fractions lie in [0, 1]: alpha < 1 and mu < 1
+always hold for S < 1, alpha >= 0 needs S >= 1 - (1 + r) A / (A + M) and
+mu >= 0 needs S >= 1 - (1 + r) M / (r (A + M)). See docs/pruning.md.
+
+`RatioPlan` turns the budgets into per-group prune counts for any scheduled
+level s (fractions scaled by s / S, so the total holds at every level and the
+ratio at the target), with coupling and other parameters pruned at s, and
+verifies the final ratio within a tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CLAMP = 1e-12  # fractions this close to 0 are 0 (floating-point noise at the feasibility edge)
+
+
+class InfeasibleBudget(ValueError):
+    """No pair of prune fractions in [0, 1] satisfies both constraints."""
+
+
+class RatioViolation(ValueError):
+    """The pruned model's MLP:attention ratio is outside the tolerance."""
+
+
+def min_feasible_sparsity(attention_params: float, mlp_params: float, ratio: float) -> float:
+    A, M, r = float(attention_params), float(mlp_params), float(ratio)
+    return max(0.0, 1 - (1 + r) * A / (A + M), 1 - (1 + r) * M / (r * (A + M)))
+
+
+def pruning_budgets(attention_params: float, mlp_params: float, target_sparsity: float, ratio: float = 2.5) -> tuple[float, float]:
+    """(alpha, mu): the attention and MLP prune fractions meeting both constraints exactly."""
+    A, M, S, r = float(attention_params), float(mlp_params), float(target_sparsity), float(ratio)
+    if A <= 0 or M <= 0:
+        raise InfeasibleBudget(
+            f"ratio-preserving pruning needs attention and MLP parameters, got attention={A:g}, mlp={M:g}"
+        )
+    if not 0.0 <= S < 1.0:
+        raise InfeasibleBudget(f"target sparsity {S} is outside [0, 1)")
+    if not r > 0:
+        raise InfeasibleBudget(f"MLP:attention ratio must be positive, got {r}")
+    kept_attention = (1.0 - S) * (A + M) / (1.0 + r)
+    kept_mlp = r * kept_attention
+    alpha = 1.0 - kept_attention / A
+    mu = 1.0 - kept_mlp / M
+    alpha = 0.0 if -CLAMP < alpha < 0 else alpha
+    mu = 0.0 if -CLAMP < mu < 0 else mu
+    if not (0.0 <= alpha <= 1.0 and 0.0 <= mu <= 1.0):
+        raise InfeasibleBudget(
+            f"no prune fractions reach sparsity {S} with MLP:attention ratio {r} from attention={A:g}, mlp={M:g} "
+            f"(would need attention {alpha:.4f}, MLP {mu:.4f}; fractions must lie in [0, 1]); "
+            f"feasible sparsity for this model and ratio: >= {min_feasible_sparsity(A, M, r):.6f}"
+        )
+    return alpha, mu
+
+
+@dataclass
+class RatioPlan:
+    """Per-group prune counts that keep the MLP:attention ratio; groups are lists of tensor indices."""
+
+    sizes: list[int]
+    roles: list[str]
+    target: float
+    ratio: float = 2.5
+    tolerance: float = 0.2
+    alpha: float = field(init=False)
+    mu: float = field(init=False)
+
+    def __post_init__(self):
+        if self.tolerance < 0:
+            raise ValueError(f"ratio tolerance must be >= 0, got {self.tolerance}")
+        self.groups = {role: [i for i, r in enumerate(self.roles) if r == role] for role in ("attention", "mlp", "coupling", "other")}
+        self.alpha, self.mu = pruning_budgets(self.params("attention"), self.params("mlp"), self.target, self.ratio)
+
+    def params(self, role: str) -> int:
+        return sum(self.sizes[i] for i in self.groups[role])
+
+    def counts(self, sparsity: float) -> list[tuple[list[int], int]]:
+        """(tensor indices, entries to prune) per group at scheduled level `sparsity`."""
+        scale = sparsity / self.target if self.target else 0.0
+        fractions = {"attention": self.alpha * scale, "mlp": self.mu * scale, "coupling": sparsity, "other": sparsity}
+        return [
+            (idx, int(round(fractions[role] * self.params(role))))
+            for role, idx in self.groups.items()
+            if idx
+        ]
+
+    def verify(self, kept: list[int]) -> float:
+        """Achieved kept-MLP : kept-attention ratio from per-tensor kept counts; raises outside tolerance."""
+        kept_attention = sum(kept[i] for i in self.groups["attention"])
+        kept_mlp = sum(kept[i] for i in self.groups["mlp"])
+        achieved = kept_mlp / kept_attention if kept_attention else float("inf")
+        if abs(achieved - self.ratio) > self.tolerance:
+            raise RatioViolation(
+                f"MLP:attention ratio after pruning is {achieved:.4f}, outside {self.ratio} +/- {self.tolerance} "
+                f"(kept attention {kept_attention}, kept MLP {kept_mlp})"
+            )
+        return achieved

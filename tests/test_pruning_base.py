@@ -1,0 +1,155 @@
+"""lib.pruning.base through every method: masks hold for 200 steps, targets are met, state is lean."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lib import pruning
+from lib.pruning import SparsitySchedule, VARIANTS
+from lib.pruning.base import prunable_parameters
+
+# Every method and allocation the product offers.
+METHODS = [("magnitude", {}), ("magnitude", {"scope": "layer"}), ("movement", {}), ("movement", {"scope": "layer"})]
+METHODS += [("state", {"variant": v}) for v in VARIANTS]
+IDS = [f"{m}-{kw.get('variant', kw.get('scope', 'global'))}" for m, kw in METHODS]
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.Linear(32, 32)
+        self.norm = nn.LayerNorm(32)
+        self.mlp = nn.Linear(32, 16)
+        self.emb = nn.Embedding(10, 32)
+
+    def forward(self, x):
+        return self.mlp(torch.relu(self.norm(self.attn(x))))
+
+
+def run(method, kw, schedule, steps, frequency=5, check=None):
+    """`steps` optimizer steps with the pruning hooks in the engine's order.
+
+    Gradients are drawn at random (deterministically) instead of back-propagated:
+    the hooks only see gradients, and this keeps 200 steps of every method fast.
+    """
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    pruner = pruning.build(method, model, schedule, frequency, opt, **kw)
+    g = torch.Generator().manual_seed(1)
+    params = [p for p in model.parameters()]
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        pruner.mask_gradients()
+        opt.step()
+        pruner.step()
+        if check:
+            check(pruner, opt)
+    return model, opt, pruner
+
+
+def pruned_fraction(pruner):
+    return sum(int((p == 0).sum()) for _, p in pruner.params) / sum(pruner.sizes)
+
+
+@pytest.mark.parametrize("method, kw", METHODS, ids=IDS)
+def test_pruned_weights_stay_exactly_zero_for_200_steps(method, kw):
+    ever_pruned = {}
+
+    def check(pruner, opt):
+        for (name, p), mask in zip(pruner.params, pruner.mask_list()):
+            before = ever_pruned.get(name)
+            if before is not None:
+                assert not (mask & before).any(), f"{name}: a pruned entry came back"
+            ever_pruned[name] = ~mask
+            assert (p[~mask] == 0).all(), f"{name}: a pruned weight is not zero"
+            assert (opt.state[p]["exp_avg"][~mask] == 0).all() and (opt.state[p]["exp_avg_sq"][~mask] == 0).all()
+
+    _, _, pruner = run(method, kw, SparsitySchedule(0.7, 20, 150, "cubic"), 200, check=check)
+    assert abs(pruned_fraction(pruner) - 0.7) <= 1e-3
+
+
+@pytest.mark.parametrize("kind", ["linear", "cubic"])
+@pytest.mark.parametrize("unit", ["step", "epoch"])
+def test_final_sparsity_within_a_tenth_of_a_percent_for_every_method_and_schedule(kind, unit):
+    steps_per_epoch = 3
+    for method, kw in METHODS:
+        schedule = SparsitySchedule.from_percent(0.8, 15, 10, 75, kind, unit=unit, steps_per_epoch=steps_per_epoch)
+        frequency = steps_per_epoch if unit == "epoch" else 2
+        _, _, pruner = run(method, kw, schedule, 15, frequency=frequency)
+        assert abs(pruned_fraction(pruner) - 0.8) <= 1e-3, (method, kw)
+        assert pruner.sparsity == 0.8
+
+
+def test_masks_are_non_persistent_bool_buffers_that_follow_the_module():
+    model = Net()
+    pruner = pruning.build("magnitude", model, SparsitySchedule(0.5, 0, 1), 1)
+    assert all(m.dtype == torch.bool for m in pruner.mask_list())
+    assert model.attn.pruning_mask_weight is pruner.mask_list()[0]
+    assert not any("pruning_mask" in k for k in model.state_dict())  # best.pt loads into a plain model
+    pruner.update_masks(0.5)
+    model.to(torch.float64)  # buffers follow the module (bool stays bool); the pruner reads them afresh
+    assert int((~pruner.mask_list()[0]).sum()) + int((~pruner.mask_list()[1]).sum()) == round(0.5 * sum(pruner.sizes))
+
+
+def test_state_dict_roundtrip_restores_masks_and_counters():
+    _, _, a = run("movement", {}, SparsitySchedule(0.6, 2, 10), 12)
+    model = Net()
+    b = pruning.build("movement", model, SparsitySchedule(0.6, 2, 10), 5)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(a.mask_list(), b.mask_list()))
+    assert all(torch.equal(x, y) for x, y in zip(a.movement, b.movement))
+    assert (b.step_count, b.sparsity) == (12, 0.6)
+    c = pruning.build("magnitude", Net(), SparsitySchedule(0.6, 2, 10), 5)
+    with pytest.raises(ValueError, match="no movement scores"):
+        b.load_state_dict(c.state_dict())
+
+
+def test_embeddings_norms_biases_and_a_tied_head_are_excluded_by_default():
+    model = Net()
+    assert [n for n, _ in prunable_parameters(model)] == ["attn.weight", "mlp.weight"]
+    names = [n for n, _ in prunable_parameters(model, include_embeddings=True, include_norms=True, include_biases=True)]
+    assert names == ["attn.weight", "attn.bias", "norm.weight", "norm.bias", "mlp.weight", "mlp.bias", "emb.weight"]
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(10, 4)
+            self.body = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.wte.weight
+
+    assert [n for n, _ in prunable_parameters(Tied())] == ["body.weight"]
+    assert [n for n, _ in prunable_parameters(Tied(), include_tied_head=True)] == ["body.weight", "head.weight"]
+
+
+def test_sparsity_report_over_prunable_and_all_parameters():
+    model, _, pruner = run("magnitude", {}, SparsitySchedule(0.5, 0, 1), 2)
+    report = pruning.sparsity_report(model, params=pruner.params)
+    assert report["sparsity_prunable"] == pytest.approx(0.5, abs=1e-3)
+    total = sum(p.numel() for p in model.parameters())
+    assert report["sparsity_global"] == pytest.approx(round(0.5 * sum(pruner.sizes)) / total, abs=1e-3)
+    assert set(report["layers"]) == {"attn.weight", "mlp.weight"}
+    summary = pruner.summary()
+    assert summary["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3) and summary["scheduled_sparsity"] == 0.5
+
+
+def test_layer_scope_prunes_every_layer_to_the_level():
+    _, _, pruner = run("magnitude", {"scope": "layer"}, SparsitySchedule(0.5, 0, 1), 2)
+    assert [float((~m).float().mean()) for m in pruner.mask_list()] == [0.5, 0.5]
+
+
+def test_bad_build_arguments_list_the_valid_choices():
+    model = Net()
+    s = SparsitySchedule(0.5, 0, 1)
+    with pytest.raises(ValueError, match="valid: none, magnitude, movement, state"):
+        pruning.build("random", model, s)
+    with pytest.raises(ValueError, match="state pruning needs a variant; valid: bitter0"):
+        pruning.build("state", model, s, optimizer=torch.optim.AdamW(model.parameters()))
+    with pytest.raises(ValueError, match="only to the 'state' method"):
+        pruning.build("magnitude", model, s, variant="bitter7")
+    with pytest.raises(ValueError, match="valid: global, layer"):
+        pruning.build("movement", model, s, scope="blockwise")

@@ -1,0 +1,57 @@
+"""lib.pruning.structure: attention | mlp | coupling | other, by module type and by name."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from lib.pruning.structure import StructureWeights, classify_model, classify_parameter
+
+
+@pytest.mark.parametrize("name, role", [
+    ("transformer.h.0.attn.c_attn.weight", "attention"),
+    ("transformer.h.0.attn.c_proj.weight", "attention"),
+    ("transformer.h.0.mlp.c_fc.weight", "mlp"),
+    ("transformer.h.0.mlp.c_proj.weight", "mlp"),
+    ("layers.3.self_attn.q_proj.weight", "attention"),
+    ("layers.3.feed_forward.fc1.weight", "mlp"),
+    ("blocks.1.mlp_cross.weight", "coupling"),
+    ("blocks.1.coupler.weight", "coupling"),
+    ("blocks.1.attn.gate_to_heads.weight", "coupling"),
+    ("features.0.weight", "other"),
+    ("classifier.5.weight", "other"),
+    ("lm_head.weight", "other"),
+])
+def test_by_name(name, role):
+    assert classify_parameter(name, nn.Linear(2, 2)) == role
+
+
+class SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.MultiheadAttention(8, 2)
+        self.custom = SelfAttention()
+        self.ff = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 8))
+
+
+def test_by_module_type_where_the_name_says_nothing():
+    assert classify_parameter("x.in_proj_weight", nn.MultiheadAttention(8, 2)) == "attention"
+    model = Block()
+    roles = classify_model(model, ["mix.out_proj.weight", "custom.proj.weight", "ff.0.weight"])
+    assert roles == {"mix.out_proj.weight": "attention", "custom.proj.weight": "attention", "ff.0.weight": "other"}
+
+
+def test_weights_are_settings_with_the_documented_defaults():
+    w = StructureWeights()
+    assert (w["attention"], w["mlp"], w["coupling"], w["other"]) == (2.5, 1.0, 3.0, 1.0)
+    assert StructureWeights(attention=4.0)["attention"] == 4.0
+    with pytest.raises(ValueError, match="positive"):
+        StructureWeights(mlp=0.0)
+    with pytest.raises(KeyError, match="valid: attention, mlp, coupling, other"):
+        w["embedding"]

@@ -1,0 +1,83 @@
+"""lib.pruning.threshold: exact, deterministic lowest-k selection across tensors of any size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib.pruning import threshold
+from lib.pruning.threshold import keep_top, lowest_keep, order_keys
+
+
+def reference(tensors, n_prune):
+    """Prune the n lowest by a stable sort of everything: ties go in flat index order."""
+    flat = torch.cat([t.reshape(-1) for t in tensors]) + 0.0  # -0.0 == 0.0
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    keep[torch.sort(flat, stable=True).indices[:n_prune]] = False
+    return keep
+
+
+@pytest.mark.parametrize("path", ["sort", "radix"])
+def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monkeypatch):
+    if path == "radix":
+        monkeypatch.setattr(threshold, "SMALL", 0)  # force the three-pass radix select
+    g = torch.Generator().manual_seed(0)
+    for trial in range(150):
+        tensors = [torch.randint(-4, 5, (int(torch.randint(1, 40, (), generator=g)),), generator=g).float() / 3
+                   for _ in range(int(torch.randint(1, 5, (), generator=g)))]
+        tensors[0][0] = float("-inf") if trial % 3 == 0 else tensors[0][0]
+        tensors[-1][-1] = -0.0 if trial % 4 == 0 else tensors[-1][-1]
+        n = sum(t.numel() for t in tensors)
+        k = int(torch.randint(0, n + 1, (), generator=g))
+        got = torch.cat(lowest_keep(tensors, k))
+        assert torch.equal(got, reference(tensors, k)), f"trial {trial}"
+
+
+def test_callables_are_evaluated_lazily_and_give_the_same_masks(monkeypatch):
+    monkeypatch.setattr(threshold, "SMALL", 0)
+    tensors = [torch.randn(1000, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    calls = []
+
+    def source(i):
+        def f():
+            calls.append(i)
+            return tensors[i]
+        return f
+
+    lazy = lowest_keep([source(i) for i in range(3)], 1234, sizes=[1000] * 3)
+    eager = lowest_keep(tensors, 1234)
+    assert all(torch.equal(a, b) for a, b in zip(lazy, eager))
+    assert calls.count(0) == 3  # histogram of high bits, of low bits, then the masks
+
+
+def test_exact_above_the_sixteen_million_elements_quantile_refuses():
+    n = (1 << 24) + 5
+    x = torch.rand(n, generator=torch.Generator().manual_seed(3))
+    k = n // 3
+    keep = lowest_keep([x], k)[0]
+    assert int((~keep).sum()) == k
+    assert x[~keep].max() <= x[keep].min()
+    assert x[~keep].max() == torch.kthvalue(x, k).values
+
+
+def test_all_ties_are_broken_in_index_order():
+    keep = lowest_keep([torch.zeros(5), torch.zeros(5)], 7)
+    assert torch.cat(keep).tolist() == [False] * 7 + [True] * 3
+
+
+def test_edges_and_errors():
+    x = torch.tensor([3.0, 1.0, 2.0])
+    assert lowest_keep([x], 0)[0].all() and not lowest_keep([x], 3)[0].any()
+    assert keep_top([x], 1 / 3)[0].tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="NaN"):
+        lowest_keep([torch.tensor([1.0, float("nan")])], 1)
+    with pytest.raises(ValueError, match="cannot prune 4 of 3"):
+        lowest_keep([x], 4)
+
+
+def test_keys_keep_float_order_for_every_dtype():
+    x = torch.tensor([-float("inf"), -2.5, -1e-30, -0.0, 0.0, 1e-30, 2.5, float("inf")])
+    keys = order_keys(x)
+    assert torch.equal(torch.sort(keys, stable=True).indices, torch.arange(8))
+    assert keys[3] == keys[4]  # -0.0 ties with +0.0
+    assert torch.equal(order_keys(x.to(torch.bfloat16)), order_keys(x.to(torch.bfloat16).float()))
