@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from lib import optim, pruning
+from lib.matrix import ADAMWPRUNE_PRUNING
 from lib.pruning.schedule import POWERS, UNITS
 
 AMP_MODES = ("off", "bf16", "fp16")
@@ -33,6 +34,7 @@ def parser(description: str, *, epochs: int, batch_size: int, lr: float) -> argp
     g.add_argument("--optimizer", default="sgd", help=f"one of: {', '.join(optim.OPTIMIZERS)}")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, default=1e-4)
+    _optimizer_flags(g)
     g.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (autocast; fp16 adds a gradient scaler); CUDA only, ignored on CPU")
     g.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     g = p.add_argument_group("pruning")
@@ -51,6 +53,63 @@ def parser(description: str, *, epochs: int, batch_size: int, lr: float) -> argp
                    help="comma-separated experiment trackers: trackio, wandb, or none; one that cannot run is a warning")
     g.add_argument("--tracking-dir", default="tracking", help="where trackio's database and wandb's offline runs go")
     return p
+
+
+def _optimizer_flags(g) -> None:
+    """The optimizer family's settings and the learning-rate schedule (lib.optim)."""
+    d, sd = optim.DEFAULTS, optim.SCHEDULE_DEFAULTS
+    g.add_argument("--nesterov", action="store_true", help="SGD: Nesterov momentum")
+    g.add_argument("--beta1", type=float, default=d["betas"][0], help="Adam family: first-moment decay")
+    g.add_argument("--beta2", type=float, default=d["betas"][1], help="Adam family: second-moment decay")
+    g.add_argument("--eps", type=float, default=d["eps"], help="Adam family: denominator epsilon")
+    g.add_argument("--adamwprune-base", default=d["base"], choices=optim.BASES, help="the optimizer AdamWPrune updates with")
+    g.add_argument("--adamwadv-clip-norm", type=float, default=d["clip_norm"], help="AdamWAdv: gradient-norm clip (0 = off)")
+    g.add_argument("--adamwadv-schedule", default=d["adamwadv_schedule"], choices=optim.ADAMWADV_SCHEDULES,
+                   help="AdamWAdv: its own cosine annealing to --lr-min, or the shared --lr-schedule")
+    g.add_argument("--spam-theta", type=float, default=d["spam_theta"], help="AdamWSpam: spike threshold (0 = no clipping)")
+    g.add_argument("--spam-interval", type=int, default=d["spam_interval"], help="AdamWSpam: momentum reset interval in steps (0 = never)")
+    g.add_argument("--spam-warmup", type=int, default=d["spam_warmup"], help="AdamWSpam: cosine warmup steps after each reset")
+    g.add_argument("--spam-clip-delay", type=int, default=d["spam_clip_delay"], help="AdamWSpam: steps after a reset before spike clipping")
+    g.add_argument("--lr-schedule", default="constant", choices=optim.SCHEDULES, help="learning-rate schedule, stepped per optimizer step")
+    g.add_argument("--lr-min", type=float, default=sd["min_lr"], help="learning rate at the end of cosine annealing")
+    g.add_argument("--lr-warmup", type=float, default=sd["warmup_percent"], help="warmup_cosine: %% of training steps of linear warmup")
+    g.add_argument("--lr-step-every", type=float, default=sd["step_percent"], help="step: %% of training steps between decays")
+    g.add_argument("--lr-step-gamma", type=float, default=sd["gamma"], help="step: decay factor")
+
+
+def _check_optimizer(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.optimizer == "adamwprune" and args.pruning_method not in ADAMWPRUNE_PRUNING:
+        p.error(
+            f"--optimizer adamwprune runs only with --pruning-method {' or '.join(ADAMWPRUNE_PRUNING)}, "
+            f"got {args.pruning_method!r}"
+        )
+    if args.momentum < 0:
+        p.error(f"--momentum must be >= 0, got {args.momentum}")
+    if args.optimizer == "sgd" and args.nesterov and args.momentum == 0:
+        p.error("--nesterov needs --momentum > 0")
+    for flag, value in (("--beta1", args.beta1), ("--beta2", args.beta2)):
+        if not 0 <= value < 1:
+            p.error(f"{flag} must be in [0, 1), got {value}")
+    if not args.eps > 0:
+        p.error(f"--eps must be positive, got {args.eps}")
+    if args.adamwadv_clip_norm < 0:
+        p.error(f"--adamwadv-clip-norm must be >= 0 (0 = off), got {args.adamwadv_clip_norm}")
+    if args.spam_theta < 0 or args.spam_interval < 0 or args.spam_warmup < 0:
+        p.error("--spam-theta, --spam-interval and --spam-warmup must be >= 0 (0 turns clipping / resets / warmup off)")
+    if args.spam_clip_delay < 1:
+        p.error(f"--spam-clip-delay must be at least 1 step, got {args.spam_clip_delay}")
+    cosine = args.lr_schedule in ("cosine", "warmup_cosine") or (
+        "adamwadv" in (args.optimizer, args.adamwprune_base if args.optimizer == "adamwprune" else None)
+        and args.adamwadv_schedule == "cosine"
+    )
+    if not 0 <= args.lr_min or (cosine and args.lr_min > args.lr):
+        p.error(f"--lr-min must be within [0, --lr {args.lr}], got {args.lr_min}")
+    if not 0 < args.lr_warmup < 100:
+        p.error(f"--lr-warmup must be within (0, 100) % of training steps, got {args.lr_warmup}")
+    if not 0 < args.lr_step_every <= 100:
+        p.error(f"--lr-step-every must be within (0, 100] % of training steps, got {args.lr_step_every}")
+    if not 0 < args.lr_step_gamma <= 1:
+        p.error(f"--lr-step-gamma must be within (0, 1], got {args.lr_step_gamma}")
 
 
 def _pruning_flags(g) -> None:
@@ -123,6 +182,7 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Name
         p.error("need 0 <= --pruning-warmup < --pruning-ramp-end <= 100 (percent of training steps)")
     if args.pruning_frequency < 1:
         p.error("--pruning-frequency must be at least 1")
+    _check_optimizer(p, args)
     _check_pruning(p, args)
     if not getattr(args, "monitor_interval", 1.0) > 0:
         p.error(f"--monitor-interval must be > 0 seconds, got {args.monitor_interval}")

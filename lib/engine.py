@@ -73,7 +73,7 @@ def _close_observers(exit_code: int) -> None:
     _observers.clear()
 
 
-def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int) -> float:
+def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, scheduler=None) -> float:
     model.train()
     total, count = 0.0, 0
     for step, (x, y) in enumerate(loader):
@@ -88,6 +88,8 @@ def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int) -> flo
         optimizer.step()
         if pruner is not None:
             pruner.step()
+        if scheduler is not None:
+            scheduler.step()  # once per optimizer step
         total += loss.item() * len(y)
         count += len(y)
     return total / count
@@ -116,13 +118,14 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
     model = build_model().to(device)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator, num_workers=args.workers)
     val_loader = DataLoader(val_set, batch_size=max(args.batch_size, 256), shuffle=False, num_workers=args.workers)
-    opt = optim.build(args.optimizer, model, args.lr, args.weight_decay, args.momentum)
+    opt = optim.from_args(args, model)
     # An explicit training-budget extension (bitter2/3/4 in the matrix) lengthens the run; run.json records it.
     budget = pruning.budget_record(args.epochs, getattr(args, "budget_extension", 0.0), "epochs")
     if budget["trained"] != args.epochs:
         print(f"training budget extended by {budget['extension_percent']:g}%: {args.epochs} -> {budget['trained']} epochs", flush=True)
         args.epochs = budget["trained"]
     total_steps = args.epochs * len(train_loader)
+    scheduler = optim.scheduler_from_args(args, opt, total_steps)
     pruner = pruning.from_args(args, model, opt, total_steps, steps_per_epoch=len(train_loader))
 
     history, best, start_epoch, elapsed_before = [], {"accuracy": -1.0, "epoch": None}, 0, 0.0
@@ -131,6 +134,8 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         state = checkpoint.load(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
         if pruner is not None:
             pruner.load_state_dict(state["pruner"])
         checkpoint.set_rng_state(state["rng"], generator)
@@ -157,7 +162,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
     started = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
         mon.set_phase("train")
-        train_loss = train_one_epoch(model, train_loader, opt, pruner, device, epoch)
+        train_loss = train_one_epoch(model, train_loader, opt, pruner, device, epoch, scheduler=scheduler)
         mon.set_phase("eval")
         val_loss, val_acc = evaluate(model, val_loader, device)
         mon.set_phase(None)
@@ -170,7 +175,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
                 "sparsity": report["sparsity_prunable"],
-                "lr": opt.param_groups[0]["lr"],
+                "lr": optim.current_lr(opt),
                 "elapsed_s": elapsed,
             }
         )
@@ -191,6 +196,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "pruner": pruner.state_dict() if pruner else None,
                 "rng": checkpoint.rng_state(generator),
                 "history": history,
