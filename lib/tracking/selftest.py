@@ -20,7 +20,6 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from lib.tracking import DEFAULT_DIR, open_trackers, project_name
 from lib.tracking import wandb_records
