@@ -197,3 +197,28 @@ def test_bad_input_is_a_value_error_listing_valid_choices(call, message):
 def test_unknown_setting_is_rejected():
     with pytest.raises(TypeError, match="unknown optimizer setting"):
         optim.build("adamw", tiny_model(), lr=1e-3, spam_thta=3.0)
+
+
+@pytest.mark.parametrize("base", optim.BASES)
+def test_adamwprune_moments_drive_state_pruning(base):
+    """The state pruner (lib/pruning/state.py) reads AdamWPrune's moments through its hook, for every base."""
+    from lib import pruning
+
+    model = tiny_model()
+    opt = optim.build("adamwprune", model, lr=5e-3, weight_decay=0.01, base=base, **SPAM_SHORT)
+    schedule = pruning.SparsitySchedule(target=0.5, warmup=5, ramp_end=30)
+    pruner = pruning.build("state", model, schedule, 5, opt, variant="bitter0")
+    for x, y in batches(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        pruner.mask_gradients()
+        opt.step()
+        pruner.step()
+    for name, p in pruner.params:
+        pruned = ~pruner.masks[name]
+        assert bool((p[pruned] == 0).all())
+        for key in ("exp_avg", "exp_avg_sq"):  # pruned entries keep no optimizer state
+            assert bool((opt.state[p][key][pruned] == 0).all())
+    kept = sum(int(m.sum()) for m in pruner.masks.values())
+    total = sum(m.numel() for m in pruner.masks.values())
+    assert abs(1 - kept / total - 0.5) < 0.01

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lenet5 import train
-from lib import config, matrix, optim
+from lib import config, matrix, optim, pruning
 
 from conftest import REPO
 
@@ -27,11 +27,11 @@ def test_lenet5_compare_runs_all_six_optimizers_and_only_valid_pairs():
     runs = matrix.expand(config.load(COMPARE))
     ids = [matrix.run_id(r) for r in runs]
     assert {r.optimizer for r in runs} == set(optim.OPTIMIZERS)
-    assert "lenet5_adamwprune_none" in ids
-    assert not [i for i in ids if i.startswith("lenet5_adamwprune_") and i != "lenet5_adamwprune_none"
-                and "_state" not in i]
+    assert [i for i in ids if i.startswith("lenet5_adamwprune_")] == ["lenet5_adamwprune_none", "lenet5_adamwprune_bitter0_state_70"]
     for name in ("sgd", "adam", "adamw", "adamwadv", "adamwspam"):
-        assert f"lenet5_{name}_none" in ids and f"lenet5_{name}_magnitude_70" in ids
+        assert [i for i in ids if i.startswith(f"lenet5_{name}_")] == [
+            f"lenet5_{name}_none", f"lenet5_{name}_magnitude_70", f"lenet5_{name}_movement_70"
+        ]
 
 
 def test_every_lenet5_compare_argv_parses_and_builds(tmp_path):
@@ -40,8 +40,11 @@ def test_every_lenet5_compare_argv_parses_and_builds(tmp_path):
         cmd = matrix.argv(spec, values, str(tmp_path / matrix.run_id(spec)))
         args = train.parse_args(cmd[3:])
         assert args.lr_schedule == "warmup_cosine"
-        opt = optim.from_args(args, train.LeNet5())
+        model = train.LeNet5()
+        opt = optim.from_args(args, model)
         optim.scheduler_from_args(args, opt, 100)
+        pruner = pruning.from_args(args, model, opt, 100)
+        assert (pruner is None) == (spec.pruning == "none")
 
 
 def test_kconfig_settings_reach_the_optimizer(tmp_path):
