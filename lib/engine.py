@@ -6,10 +6,19 @@ run.json (status, heartbeat), metrics.json (history and final block),
 checkpoint.pt after every epoch and best.pt on the best validation accuracy.
 `run()` wraps a trainer's main so that any failure marks the run failed with
 one clear line on stderr.
+
+Settings every classifier shares: `--amp bf16|fp16` (torch.autocast, plus a
+GradScaler for fp16; CUDA only, ignored with a note on the CPU), `--compile`
+(torch.compile), and DDP when started by torchrun (`lib.distributed`): the
+global `--batch-size` is split over the processes, each rank samples its share
+through a DistributedSampler, and rank 0 alone writes run.json, metrics.json
+and the checkpoints, which hold every rank's RNG states.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import time
@@ -17,9 +26,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from lib import checkpoint, monitor, optim, pruning, tracking
+from lib import checkpoint, distributed, monitor, optim, pruning, tracking
 from lib.data import DatasetMissing
 from lib.results import SCHEMA, RunRecord, write_json
 
@@ -73,59 +82,128 @@ def _close_observers(exit_code: int) -> None:
     _observers.clear()
 
 
-def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, scheduler=None) -> float:
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str):
+    """The mixed-precision context for `amp` ("off", "bf16", "fp16"); a no-op off CUDA or when off."""
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp: str = "off", scaler=None) -> float:
+    """One pass over `loader`; returns the mean training loss (over every process under DDP)."""
     model.train()
-    total, count = 0.0, 0
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, example count
     for step, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
+        with autocast(device, amp):
+            loss = F.cross_entropy(model(x), y)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         if pruner is not None:
             pruner.mask_gradients()
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
         if pruner is not None:
             pruner.step()
-        if scheduler is not None:
-            scheduler.step()  # once per optimizer step
-        total += loss.item() * len(y)
-        count += len(y)
-    return total / count
+        total += torch.stack([loss.detach().double() * len(y), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+    distributed.all_reduce_sum(total)
+    return (total[0] / total[1]).item()
 
 
 @torch.no_grad()
-def evaluate(model, loader, device) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) over the loader."""
+def evaluate(model, loader, device, *, amp: str = "off") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over the loader (summed over every process under DDP)."""
     model.eval()
-    loss, correct, count = 0.0, 0, 0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        out = model(x)
-        loss += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-        count += len(y)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            out = model(x)
+        sums[0] += F.cross_entropy(out.float(), y, reduction="sum").double()
+        sums[1] += (out.argmax(1) == y).sum()
+        sums[2] += len(y)
+    distributed.all_reduce_sum(sums)
+    loss, correct, count = sums.tolist()
     return loss / count, 100.0 * correct / count
 
 
+def _sync_buffers(model: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics) before evaluating or saving."""
+    if distributed.world_size() > 1:
+        for b in model.buffers():
+            torch.distributed.broadcast(b, src=0)
+
+
 def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str) -> dict:
-    """Train a classifier as `args` says; returns the metrics.json content."""
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Train a classifier as `args` says; returns the metrics.json content.
+
+    Started by torchrun, this is one process of a DDP run (see the module
+    docstring); otherwise a single process.
+    """
     device = resolve_device(args.device)
-    generator = checkpoint.seed_everything(args.seed)
+    ctx = distributed.setup(device.type)
+    try:
+        if ctx.distributed:
+            device = distributed.device_for(ctx, device.type)
+        return _fit(args, ctx, device, build_model, train_set, val_set, model_name=model_name, dataset=dataset)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _precision(args, device: torch.device) -> str:
+    amp = getattr(args, "amp", "off")
+    if amp != "off" and device.type != "cuda":
+        print(f"note: --amp {amp} is ignored on {device.type} (mixed precision is used on CUDA only)", flush=True)
+        return "off"
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("--amp bf16: this GPU has no bfloat16 support; use --amp fp16")
+    return amp
+
+
+def _loaders(args, ctx, train_set, val_set, generator, device):
+    """Training and validation loaders; under DDP each rank gets its share of both."""
+    batch, sampler, pin = args.batch_size, None, device.type == "cuda"
+    if ctx.distributed:
+        if args.batch_size % ctx.world_size:
+            raise ValueError(f"--batch-size {args.batch_size} is the global batch: it must divide by the {ctx.world_size} processes")
+        batch = args.batch_size // ctx.world_size
+        sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=args.seed)
+        val_set = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))  # disjoint shares, no padding
+    train_loader = DataLoader(
+        train_set, batch_size=batch, shuffle=sampler is None, sampler=sampler, generator=generator,
+        num_workers=args.workers, pin_memory=pin,
+    )
+    val_loader = DataLoader(val_set, batch_size=max(batch, 256), shuffle=False, num_workers=args.workers, pin_memory=pin)
+    return train_loader, val_loader
+
+
+def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str, dataset: str) -> dict:
+    out = Path(args.output_dir)
+    main_process = ctx.is_main
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    amp = _precision(args, device)
+    # Each rank its own RNG streams (augmentation); DDP gives every rank rank 0's initial weights.
+    generator = checkpoint.seed_everything(args.seed + ctx.rank)
     model = build_model().to(device)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator, num_workers=args.workers)
-    val_loader = DataLoader(val_set, batch_size=max(args.batch_size, 256), shuffle=False, num_workers=args.workers)
-    opt = optim.from_args(args, model)
+    train_loader, val_loader = _loaders(args, ctx, train_set, val_set, generator, device)
+    opt = optim.build(args.optimizer, model, args.lr, args.weight_decay, args.momentum)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     # An explicit training-budget extension (bitter2/3/4 in the matrix) lengthens the run; run.json records it.
     budget = pruning.budget_record(args.epochs, getattr(args, "budget_extension", 0.0), "epochs")
     if budget["trained"] != args.epochs:
-        print(f"training budget extended by {budget['extension_percent']:g}%: {args.epochs} -> {budget['trained']} epochs", flush=True)
+        if main_process:
+            print(f"training budget extended by {budget['extension_percent']:g}%: {args.epochs} -> {budget['trained']} epochs", flush=True)
         args.epochs = budget["trained"]
     total_steps = args.epochs * len(train_loader)
-    scheduler = optim.scheduler_from_args(args, opt, total_steps)
     pruner = pruning.from_args(args, model, opt, total_steps, steps_per_epoch=len(train_loader))
 
     history, best, start_epoch, elapsed_before = [], {"accuracy": -1.0, "epoch": None}, 0, 0.0
@@ -134,19 +212,31 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         state = checkpoint.load(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        if state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
         if pruner is not None:
             pruner.load_state_dict(state["pruner"])
-        checkpoint.set_rng_state(state["rng"], generator)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(_own_rng(state, ctx), generator)
         history, best, start_epoch, elapsed_before = state["history"], state["best"], state["epoch"], state["elapsed_s"]
-        print(f"resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
+        if main_process:
+            print(f"resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
 
-    record = RunRecord(out)
-    record.start(out.name, sys.argv, args.seed)
-    if budget["extension_percent"]:
-        record.update(budget=budget)
-    mon, trackers = _observe(args, out, device, record, model_name, dataset)
+    # The module that runs forward passes: DDP-wrapped and/or compiled. `model`
+    # itself stays the owner of the weights (state_dict, pruner, best.pt).
+    train_net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.distributed else model
+    eval_net = model
+    if getattr(args, "compile", False):
+        train_net = torch.compile(train_net)
+        eval_net = torch.compile(model) if ctx.distributed else train_net
+
+    record = RunRecord(out) if main_process else None
+    if record is not None:
+        record.start(out.name, sys.argv, args.seed)
+        if budget["extension_percent"]:
+            record.update(budget=budget)
+        mon, trackers = _observe(args, out, device, record, model_name, dataset)
+    else:
+        mon, trackers = monitor.Monitor(None), tracking.Trackers()
     metrics = {
         "schema": SCHEMA,
         "run_id": out.name,
@@ -161,10 +251,13 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
     }
     started = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
         mon.set_phase("train")
-        train_loss = train_one_epoch(model, train_loader, opt, pruner, device, epoch, scheduler=scheduler)
+        train_loss = train_one_epoch(train_net, train_loader, opt, pruner, device, epoch, amp=amp, scaler=scaler)
+        _sync_buffers(model)
         mon.set_phase("eval")
-        val_loss, val_acc = evaluate(model, val_loader, device)
+        val_loss, val_acc = evaluate(eval_net, val_loader, device, amp=amp)
         mon.set_phase(None)
         report = pruning.sparsity_report(model, params=pruner.params if pruner else None)
         elapsed = elapsed_before + time.monotonic() - started
@@ -175,20 +268,25 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
                 "sparsity": report["sparsity_prunable"],
-                "lr": optim.current_lr(opt),
+                "lr": opt.param_groups[0]["lr"],
                 "elapsed_s": elapsed,
             }
         )
+        # A pruned run's best counts only once its masks are at the target: an
+        # early dense epoch is not a result of the pruned model.
+        at_target = pruner is None or pruner.sparsity >= pruner.schedule.target
+        improved = at_target and val_acc > best["accuracy"]
+        if improved:
+            best = {"accuracy": val_acc, "epoch": epoch + 1}
+        rng_ranks = distributed.gather_objects(checkpoint.rng_state(generator)) if ctx.distributed else None
+        if not main_process:
+            continue
         print(
             f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
             f"val_acc {val_acc:.2f}% sparsity {report['sparsity_prunable']:.3f}",
             flush=True,
         )
-        # A pruned run's best counts only once its masks are at the target: an
-        # early dense epoch is not a result of the pruned model.
-        at_target = pruner is None or pruner.sparsity >= pruner.schedule.target
-        if at_target and val_acc > best["accuracy"]:
-            best = {"accuracy": val_acc, "epoch": epoch + 1}
+        if improved:
             checkpoint.save(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1, "val_accuracy": val_acc})
         checkpoint.save(
             ckpt_path,
@@ -196,9 +294,10 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
-                "scheduler": scheduler.state_dict(),
                 "pruner": pruner.state_dict() if pruner else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "rng": checkpoint.rng_state(generator),
+                "rng_ranks": rng_ranks,
                 "history": history,
                 "best": best,
                 "elapsed_s": elapsed,
@@ -210,6 +309,8 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         _note_warnings()
         record.heartbeat()
 
+    if not main_process:
+        return metrics
     report = pruning.sparsity_report(model, params=pruner.params if pruner else None)
     metrics["final"] = {
         "accuracy": history[-1]["val_accuracy"],
@@ -230,6 +331,16 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
     _close_observers(exit_code=0)
     record.finish("completed", exit_code=0)
     return metrics
+
+
+def _own_rng(state: dict, ctx) -> dict:
+    """This process's RNG states from a checkpoint (rank 0's when the process count changed)."""
+    ranks = state.get("rng_ranks")
+    if ctx.distributed and ranks and len(ranks) == ctx.world_size:
+        return ranks[ctx.rank]
+    if ctx.distributed and ctx.is_main:
+        print("note: the checkpoint was written by another number of processes; every rank restarts from rank 0's RNG state", flush=True)
+    return state["rng"]
 
 
 def _interrupt(signum, frame):
@@ -254,6 +365,8 @@ def run(main, args) -> int:
 
 
 def _mark(args, status: str, code: int, message: str) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes run.json
+        return
     try:
         _close_observers(exit_code=code)
     except Exception as e:  # the failure being recorded matters more than the monitor's last write
