@@ -92,7 +92,7 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
-def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp: str = "off", scaler=None) -> float:
+def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp: str = "off", scaler=None, scheduler=None) -> float:
     """One pass over `loader`; returns the mean training loss (over every process under DDP)."""
     model.train()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, example count
@@ -113,6 +113,8 @@ def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp
             optimizer.step()
         if pruner is not None:
             pruner.step()
+        if scheduler is not None:
+            scheduler.step()  # once per optimizer step
         total += torch.stack([loss.detach().double() * len(y), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
     distributed.all_reduce_sum(total)
     return (total[0] / total[1]).item()
@@ -195,7 +197,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
     generator = checkpoint.seed_everything(args.seed + ctx.rank)
     model = build_model().to(device)
     train_loader, val_loader = _loaders(args, ctx, train_set, val_set, generator, device)
-    opt = optim.build(args.optimizer, model, args.lr, args.weight_decay, args.momentum)
+    opt = optim.from_args(args, model)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     # An explicit training-budget extension (bitter2/3/4 in the matrix) lengthens the run; run.json records it.
     budget = pruning.budget_record(args.epochs, getattr(args, "budget_extension", 0.0), "epochs")
@@ -204,6 +206,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
             print(f"training budget extended by {budget['extension_percent']:g}%: {args.epochs} -> {budget['trained']} epochs", flush=True)
         args.epochs = budget["trained"]
     total_steps = args.epochs * len(train_loader)
+    scheduler = optim.scheduler_from_args(args, opt, total_steps)
     pruner = pruning.from_args(args, model, opt, total_steps, steps_per_epoch=len(train_loader))
 
     history, best, start_epoch, elapsed_before = [], {"accuracy": -1.0, "epoch": None}, 0, 0.0
@@ -212,6 +215,8 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
         state = checkpoint.load(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
         if pruner is not None:
             pruner.load_state_dict(state["pruner"])
         if scaler is not None and state.get("scaler"):
@@ -254,7 +259,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         mon.set_phase("train")
-        train_loss = train_one_epoch(train_net, train_loader, opt, pruner, device, epoch, amp=amp, scaler=scaler)
+        train_loss = train_one_epoch(train_net, train_loader, opt, pruner, device, epoch, amp=amp, scaler=scaler, scheduler=scheduler)
         _sync_buffers(model)
         mon.set_phase("eval")
         val_loss, val_acc = evaluate(eval_net, val_loader, device, amp=amp)
@@ -268,7 +273,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
                 "sparsity": report["sparsity_prunable"],
-                "lr": opt.param_groups[0]["lr"],
+                "lr": optim.current_lr(opt),
                 "elapsed_s": elapsed,
             }
         )
@@ -294,6 +299,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "pruner": pruner.state_dict() if pruner else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "rng": checkpoint.rng_state(generator),

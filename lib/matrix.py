@@ -16,7 +16,16 @@ from lib import config as cfg
 
 # Kconfig symbol -> axis value. The order here is the order of the matrix.
 MODELS = {"MODEL_LENET5": "lenet5", "MODEL_RESNET18": "resnet18", "MODEL_RESNET50": "resnet50", "MODEL_GPT2": "gpt2"}
-OPTIMIZERS = {"OPTIMIZER_SGD": "sgd", "OPTIMIZER_ADAM": "adam", "OPTIMIZER_ADAMW": "adamw"}
+OPTIMIZERS = {
+    "OPTIMIZER_SGD": "sgd",
+    "OPTIMIZER_ADAM": "adam",
+    "OPTIMIZER_ADAMW": "adamw",
+    "OPTIMIZER_ADAMWADV": "adamwadv",
+    "OPTIMIZER_ADAMWSPAM": "adamwspam",
+    "OPTIMIZER_ADAMWPRUNE": "adamwprune",
+}
+# AdamWPrune runs only with these pruning methods; its other pairs are skipped.
+ADAMWPRUNE_PRUNING = ("none", "state")
 PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude", "PRUNING_MOVEMENT": "movement", "PRUNING_STATE": "state"}
 SPARSITIES = {f"SPARSITY_{p}": p / 100 for p in (50, 70, 90, 95, 99)}
 # State-pruning variants: state runs expand over the checked ones (and only state runs have one).
@@ -102,6 +111,8 @@ def expand(config: dict) -> list[RunSpec]:
     for model in models:
         for opt in optimizers:
             for method in methods:
+                if opt == "adamwprune" and method not in ADAMWPRUNE_PRUNING:
+                    continue
                 if method == "state" and opt != "adamwprune":
                     continue  # state pruning reads AdamWPrune's moments
                 for variant in (variants if method == "state" else [None]):
@@ -109,7 +120,10 @@ def expand(config: dict) -> list[RunSpec]:
                         for seed in seeds:
                             runs.append(RunSpec(model, opt, method, sparsity, seed, variant, multi_seed=len(seeds) > 1))
     if not runs:
-        raise cfg.ConfigError("the configuration selects no valid run: state pruning runs only with adamwprune")
+        raise cfg.ConfigError(
+            "the configuration selects no valid run: adamwprune runs only with pruning "
+            f"{' or '.join(ADAMWPRUNE_PRUNING)} (CONFIG_PRUNING_NONE), and state pruning only with adamwprune"
+        )
     return runs
 
 
