@@ -29,6 +29,7 @@ is the reference implementation's.
 The step counter lives in each parameter group (`group["global_step"]`), so
 `state_dict()` carries it and the reset phase resumes exactly. Moments live in
 `state[p]["exp_avg"]` / `state[p]["exp_avg_sq"]`, the keys the state pruner reads.
+A group is updated with multi-tensor (foreach) kernels.
 """
 
 from __future__ import annotations
@@ -102,34 +103,45 @@ class AdamWSpam(Optimizer):
             reset, since, held = _phase(group["global_step"], group["interval"])
             scale = 1.0 if since is None else warmup_factor(since, group["warmup"])
             clip = group["theta"] > 0 and held >= group["clip_delay"]
-            beta1, beta2 = group["betas"]
-            lr, theta = group["lr"], group["theta"]
+            params, grads, exp_avgs, exp_avg_sqs = [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     raise RuntimeError("AdamWSpam does not support sparse gradients")
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                if reset:
-                    exp_avg.zero_()
-                    exp_avg_sq.zero_()
-                if clip:
-                    # |g| > sqrt(theta v) <=> g**2 > theta v; clamping keeps the sign
-                    bound = exp_avg_sq.mul(theta).sqrt_()
-                    grad = grad.clamp(min=bound.neg(), max=bound)
                 state["step"] += 1
-                if group["weight_decay"]:
-                    p.mul_(1.0 - lr * group["weight_decay"])
-                exp_avg.lerp_(grad, 1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                bias1 = 1.0 - beta1 ** state["step"]
-                bias2 = 1.0 - beta2 ** state["step"]
-                denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(group["eps"])
-                p.addcdiv_(exp_avg, denom, value=-lr * scale / bias1)
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+            if params:
+                self._update(group, params, grads, exp_avgs, exp_avg_sqs, reset, clip, scale)
         return loss
+
+    def _update(self, group, params, grads, exp_avgs, exp_avg_sqs, reset: bool, clip: bool, scale: float) -> None:
+        """One step over a group's parameters, with multi-tensor (foreach) kernels."""
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        if reset:
+            torch._foreach_zero_(exp_avgs + exp_avg_sqs)
+        if clip:
+            # |g| > sqrt(theta v)  <=>  g**2 > theta v; clamping to +-sqrt(theta v) keeps the sign
+            bounds = torch._foreach_mul(exp_avg_sqs, group["theta"])
+            torch._foreach_sqrt_(bounds)
+            grads = torch._foreach_maximum(grads, torch._foreach_neg(bounds))
+            torch._foreach_minimum_(grads, bounds)
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
+        steps = [self.state[p]["step"] for p in params]
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**t) for t in steps])
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr * scale / (1.0 - beta1**t) for t in steps])
