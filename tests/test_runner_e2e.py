@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -171,3 +172,13 @@ def test_quickstart_end_to_end(make):
         assert (mdir / "graphs" / name).stat().st_size > 10_000
     assert (make.root / "images" / "lenet5" / "curves.png").exists()
     assert "![lenet5_curves](graphs/lenet5_curves.png)" in (mdir / "report.md").read_text()
+
+    # update-graphs redraws from the run directories alone; status and dry-run read the same matrix
+    shutil.rmtree(mdir / "graphs")
+    (mdir / "report.md").unlink()
+    assert make("update-graphs").returncode == 0
+    assert (mdir / "graphs" / "lenet5_metric_vs_sparsity.png").exists() and (mdir / "report.md").exists()
+    status = make("status")
+    assert status.returncode == 0 and status.stdout.count(" completed ") == 9
+    dry = make("dry-run")
+    assert dry.returncode == 0 and "9 runs" in dry.stdout and "-m lenet5.train" in dry.stdout
