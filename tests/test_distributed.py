@@ -1,0 +1,67 @@
+"""lib.distributed: single-process answers, and a real two-process gloo group."""
+
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from lib import distributed
+
+
+def test_single_process_without_torchrun(monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    ctx = distributed.setup("cpu")
+    assert ctx == distributed.Context() and not ctx.distributed and ctx.is_main
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    t = torch.tensor([2.0])
+    assert distributed.all_reduce_sum(t) is t and t.item() == 2.0
+    assert distributed.broadcast_flag(True, torch.device("cpu")) is True
+    assert distributed.gather_objects({"a": 1}) == [{"a": 1}]
+    distributed.barrier()
+    distributed.teardown(ctx)
+
+
+def test_launched_by_torchrun_reads_the_environment():
+    assert distributed.launched_by_torchrun({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"})
+    assert not distributed.launched_by_torchrun({"RANK": "0"})
+
+
+def test_a_world_of_one_is_not_distributed(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.setup("cpu").distributed
+
+
+def _worker(rank: int, port: int, queue) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ctx = distributed.setup("cpu")
+    try:
+        total = distributed.all_reduce_sum(torch.tensor([float(rank + 1)]))
+        flag = distributed.broadcast_flag(rank == 0, torch.device("cpu"))  # rank 0's value everywhere
+        gathered = distributed.gather_objects(f"rank{rank}")
+        queue.put((rank, ctx.backend, ctx.world_size, distributed.is_main(), total.item(), flag, gathered))
+    finally:
+        distributed.teardown(ctx)
+
+
+def test_two_processes_with_gloo():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results == [
+        (0, "gloo", 2, True, 3.0, True, ["rank0", "rank1"]),
+        (1, "gloo", 2, False, 3.0, True, ["rank0", "rank1"]),
+    ]

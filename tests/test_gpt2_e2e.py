@@ -1,0 +1,108 @@
+"""GPT-2 end to end in subprocesses: DDP on CPU (gloo, 2 processes) = 1 process, SIGKILL then resume, gpt2-tiny through make."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib import checkpoint
+from lib.results import is_done, read_json
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _common(data_dir) -> list[str]:
+    # 6 optimizer steps of 2 x 2 sequences of 16 tokens, weight decay 0.1 on: the same global batch whatever the processes.
+    return [
+        "--device", "cpu", "--monitor", "off", "--optimizer", "adamw", "--data-dir", str(data_dir),
+        "--block-size", "16", "--batch-size", "2", "--grad-accum", "2", "--max-iters", "6",
+        "--eval-interval", "2", "--eval-iters", "3", "--warmup-iters", "2", "--log-interval", "2",
+    ]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def _train(args, procs=1, timeout=600):
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else []
+    cmd = [sys.executable, *launch, "-m", "gpt2.train", *(["--"] if procs > 1 else []), *args]
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpt2e2e")
+    out = root / "single"
+    _train([*_common(root / "data"), "--output-dir", str(out)])
+    return root, out
+
+
+def _curve(out):
+    return [(h["iter"], h["train_loss"], h["val_loss"]) for h in read_json(out / "metrics.json")["history"]]
+
+
+def test_ddp_on_two_cpu_processes_gives_the_single_process_curve(single):
+    root, one = single
+    two = root / "ddp"
+    _train([*_common(root / "data"), "--output-dir", str(two)], procs=2)
+    a, b = _curve(one), _curve(two)
+    assert [x[0] for x in a] == [x[0] for x in b] == [2, 4, 6]
+    for (_, ta, va), (_, tb, vb) in zip(a, b):
+        assert tb == pytest.approx(ta, rel=1e-4) and vb == pytest.approx(va, rel=1e-4)
+    assert a[-1][2] < a[0][2]  # and it learns
+    # Rank 0 alone wrote the run directory, with both processes' RNG states; the weights agree.
+    assert read_json(two / "metrics.json")["processes"] == 2 and is_done(two)
+    wa, wb = checkpoint.load(one / "checkpoint.pt"), checkpoint.load(two / "checkpoint.pt")
+    assert len(wb["rng"]) == 2 and wb["data"] == wa["data"]
+    for name, tensor in wa["model"].items():
+        torch.testing.assert_close(wb["model"][name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_result(single):
+    root, one = single
+    out = root / "killed"
+    cmd = [sys.executable, "-m", "gpt2.train", *_common(root / "data"), "--output-dir", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (read_json(out / "metrics.json") or {}).get("history"):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_json(out / "run.json")["status"] == "running"  # killed mid-run, nothing recorded it
+    assert len(read_json(out / "metrics.json")["history"]) < 3
+    _train([*_common(root / "data"), "--output-dir", str(out), "--resume"])
+    assert is_done(out) and read_json(out / "run.json")["attempt"] == 2
+    assert _curve(out) == _curve(one)
+    fa, fb = read_json(one / "metrics.json")["final"], read_json(out / "metrics.json")["final"]
+    for key in ("perplexity", "best_perplexity", "best_at", "val_loss", "sparsity_prunable", "params", "iters", "tokens"):
+        assert fb[key] == fa[key], key
+
+
+def test_gpt2_tiny_defconfig_learns_through_make(make):
+    assert make("defconfig-gpt2-tiny").returncode == 0
+    done = make("all", timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = next(make.root.glob("results/*/gpt2_adamw_none"))
+    assert is_done(run)
+    m = read_json(run / "metrics.json")
+    first, last = m["history"][0], m["history"][-1]
+    assert last["iter"] == 150 and m["final"]["stopped_by"] == "max_iters"
+    # The loss falls well below the uniform guess (ln 50257 = 10.8) and keeps falling.
+    assert last["train_loss"] < first["train_loss"] - 1.0 and last["val_loss"] < first["val_loss"]
+    assert m["final"]["perplexity"] < 400
+    print(f"gpt2-tiny: train_loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}, "
+          f"val_loss {first['val_loss']:.3f} -> {last['val_loss']:.3f}, perplexity {m['final']['perplexity']:.1f}, "
+          f"{m['final']['train_time_s']:.0f} s")

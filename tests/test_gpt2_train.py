@@ -1,0 +1,174 @@
+"""gpt2.train: flags, schedule, the run directory, pruning of the tied head, resume, limits (tiny runs in-process)."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from gpt2 import train
+from gpt2.data import CorpusTooSmall
+from gpt2.model import GPT, config_for
+from lib import checkpoint, config, engine
+from lib.results import is_done, read_json
+
+GPT2_KEYS = ("model_size", "dataset", "block_size", "batch_size", "grad_accum", "max_iters", "eval_interval",
+             "eval_iters", "lr", "warmup_iters", "min_lr", "grad_clip", "dropout", "max_minutes", "amp", "compile",
+             "prune_tied_head")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small text file (CPython's own docs), prepared once for the module."""
+    from pydoc_data.topics import topics
+
+    root = tmp_path_factory.mktemp("corpus")
+    path = root / "docs.txt"
+    path.write_text("\n\n".join(topics[k] for k in sorted(topics))[:60_000], encoding="utf-8")
+    return path
+
+
+def tiny_args(corpus, out, *extra):
+    return train.parse_args([
+        "--dataset", "file", "--text-file", str(corpus), "--data-dir", str(out.parent / "data"),
+        "--output-dir", str(out), "--device", "cpu", "--monitor", "off", "--optimizer", "adamw",
+        "--block-size", "8", "--batch-size", "2", "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1",
+        "--warmup-iters", "1", "--log-interval", "2", *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def whole(corpus, tmp_path_factory):
+    """One uninterrupted 4-iteration run: (its directory, its metrics)."""
+    out = tmp_path_factory.mktemp("runs") / "gpt2_adamw_none"
+    return out, train.main(tiny_args(corpus, out))
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine():
+    lrs = [train.learning_rate(it, 1.0, 0.1, warmup=4, max_iters=24) for it in range(25)]
+    assert lrs[:4] == [0.2, 0.4, 0.6, 0.8] and lrs[4] == 1.0
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lrs[14] == pytest.approx(0.55) and lrs[24] == pytest.approx(0.1)
+
+
+def test_trainer_defaults_are_the_kconfig_defaults(tmp_path):
+    dot_config = tmp_path / ".config"
+    dot_config.write_text("CONFIG_MODEL_GPT2=y\n")
+    values = config.load(dot_config)
+    from_kconfig = vars(train.parse_args(config.trainer_argv(values, "gpt2")))
+    defaults = vars(train.parse_args([]))
+    assert {k: from_kconfig[k] for k in GPT2_KEYS} == {k: defaults[k] for k in GPT2_KEYS}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "3"], "--epochs does not apply to gpt2"),
+        (["--model-size", "gpt5"], "invalid choice: 'gpt5'"),
+        (["--dataset", "file"], "--dataset file needs --text-file"),
+        (["--block-size", "2048"], "--block-size must be in 1..1024"),
+        (["--min-lr", "1", "--lr", "0.1"], "--min-lr must be in"),
+        (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+    ],
+)
+def test_bad_flags_are_refused_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_accumulation_must_split_over_the_processes(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--grad-accum", "3"])
+    assert "not divisible by the 2 processes" in capsys.readouterr().err
+    assert train.parse_args(["--grad-accum", "4"]).grad_accum == 4
+
+
+def test_a_run_writes_the_run_directory_contract(whole):
+    out, metrics = whole
+    assert is_done(out) and read_json(out / "metrics.json") == json.loads(json.dumps(metrics))
+    hist = metrics["history"]
+    assert [h["iter"] for h in hist] == [2, 4]
+    for h in hist:
+        assert set(h) >= {"iter", "train_loss", "val_loss", "val_perplexity", "sparsity", "lr", "elapsed_s"}
+        assert h["val_perplexity"] == pytest.approx(math.exp(h["val_loss"]))
+    final = metrics["final"]
+    assert final["perplexity"] == hist[-1]["val_perplexity"] and final["best_perplexity"] <= hist[0]["val_perplexity"]
+    assert final["iters"] == 4 and final["tokens"] == 4 * 2 * 8 and final["stopped_by"] == "max_iters"
+    assert final["params"] == sum(p.numel() for p in GPT(config_for("tiny", block_size=8)).parameters())
+    assert metrics["model"] == "gpt2" and metrics["variant"] is None and metrics["target_sparsity"] == 0.0
+    state = checkpoint.load(out / "checkpoint.pt")
+    assert state["iter"] == 4 and state["data"]["sequences"] == 4 * 2 and len(state["rng"]) == 1
+    assert torch.load(out / "best.pt", weights_only=False)["iter"] in (2, 4)
+    assert read_json(out / "run.json")["status"] == "completed"
+
+
+def _wte_zeros(out) -> int:
+    model = checkpoint.load(out / "checkpoint.pt")["model"]
+    return int((model["transformer.wte.weight"] == 0).sum())
+
+
+def test_pruning_leaves_the_tied_head_dense_unless_asked(corpus, tmp_path):
+    prune = ["--pruning-method", "magnitude", "--target-sparsity", "0.5", "--pruning-frequency", "1", "--max-iters", "2"]
+    dense_head = train.main(tiny_args(corpus, tmp_path / "a", *prune))
+    assert dense_head["final"]["sparsity_prunable"] == pytest.approx(0.5, abs=1e-4)
+    assert "lm_head.weight" not in dense_head["final"]["layers"] and _wte_zeros(tmp_path / "a") == 0
+    pruned_head = train.main(tiny_args(corpus, tmp_path / "b", *prune, "--prune-tied-head"))
+    assert pruned_head["final"]["sparsity_prunable"] == pytest.approx(0.5, abs=1e-4)
+    assert _wte_zeros(tmp_path / "b") > 0
+
+
+def test_state_pruning_runs_on_gpt2(corpus, tmp_path):
+    metrics = train.main(tiny_args(
+        corpus, tmp_path / "s", "--optimizer", "adamwprune", "--pruning-method", "state",
+        "--pruning-variant", "bitter7", "--target-sparsity", "0.5", "--pruning-frequency", "1", "--max-iters", "2",
+    ))
+    assert metrics["variant"] == "bitter7" and metrics["final"]["sparsity_prunable"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_resume_continues_exactly(corpus, whole, tmp_path, monkeypatch):
+    real_iteration = train.Trainer.train_iteration
+
+    def dies_at_3(self, it):
+        if it == 2:  # after the checkpoint of iteration 2
+            raise KeyboardInterrupt
+        return real_iteration(self, it)
+
+    monkeypatch.setattr(train.Trainer, "train_iteration", dies_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(tiny_args(corpus, tmp_path / "cut"))
+    monkeypatch.setattr(train.Trainer, "train_iteration", real_iteration)
+    resumed = train.main(tiny_args(corpus, tmp_path / "cut", "--resume"))
+    strip = lambda h: [{k: v for k, v in e.items() if k != "elapsed_s"} for e in h]  # noqa: E731
+    assert strip(resumed["history"]) == strip(whole[1]["history"])
+    assert resumed["final"]["perplexity"] == whole[1]["final"]["perplexity"]
+
+
+def test_resume_with_other_settings_is_refused_and_keeps_the_checkpoint(corpus, whole, tmp_path):
+    out = tmp_path / "r"
+    shutil.copytree(whole[0], out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(ValueError, match=r"block_size: 8 -> 16"):
+        train.main(tiny_args(corpus, out, "--block-size", "16", "--resume"))
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
+def test_wall_clock_limit_stops_early_and_completes(corpus, tmp_path):
+    metrics = train.main(tiny_args(corpus, tmp_path / "t", "--max-minutes", "1e-9"))
+    assert metrics["final"]["stopped_by"] == "max_minutes" and metrics["final"]["iters"] == 1
+    assert is_done(tmp_path / "t")
+
+
+def test_a_corpus_too_small_for_the_block_fails_the_run_clearly(tmp_path, capsys):
+    small = tmp_path / "small.txt"
+    small.write_text("Just a few words here.\n" * 3)
+    args = tiny_args(small, tmp_path / "x", "--block-size", "64")
+    assert engine.run(train.main, args) == 1
+    err = capsys.readouterr().err
+    assert "too few for the block size 64" in err and err.count("\n") == 1
+    run = read_json(tmp_path / "x" / "run.json")
+    assert run["status"] == "failed" and "block size 64" in run["error"]
+    with pytest.raises(CorpusTooSmall):
+        train.main(args)
