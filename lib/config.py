@@ -73,6 +73,7 @@ FLAGS: list[Flag | Choice] = [
     # pruning family (lib/Kconfig.pruning); variants and budget extensions go through lib.matrix
     Choice("--pruning-unit", {"PRUNING_UNIT_STEP": "step", "PRUNING_UNIT_EPOCH": "epoch"}),
     Choice("--pruning-scope", {"PRUNING_SCOPE_GLOBAL": "global", "PRUNING_SCOPE_LAYER": "layer"}),
+    Choice("--pruning-remask", {"PRUNING_REMASK_STEP": "step", "PRUNING_REMASK_UPDATE": "update"}),
     Flag("PRUNING_INCLUDE_EMBEDDINGS", "--prune-embeddings", bool),
     Flag("PRUNING_INCLUDE_NORMS", "--prune-norms", bool),
     Flag("PRUNING_INCLUDE_BIASES", "--prune-biases", bool),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib import pruning
+from lib import optim, pruning
 from lib.pruning import SparsitySchedule, VARIANTS
 from lib.pruning.base import prunable_parameters
 
@@ -153,3 +153,36 @@ def test_bad_build_arguments_list_the_valid_choices():
         pruning.build("magnitude", model, s, variant="bitter7")
     with pytest.raises(ValueError, match="valid: global, layer"):
         pruning.build("movement", model, s, scope="blockwise")
+
+
+OPTIMIZER_CASES = [(name, {}) for name in optim.OPTIMIZERS]
+OPTIMIZER_CASES += [("adamwspam", {"spam_interval": 40, "spam_theta": 5.0}), ("sgd", {"nesterov": True})]
+OPTIMIZER_CASES += [("adamwprune", {"base": b}) for b in optim.BASES]
+
+
+@pytest.mark.parametrize("name, settings", OPTIMIZER_CASES, ids=[f"{n}-{'-'.join(map(str, s.values()))}" for n, s in OPTIMIZER_CASES])
+def test_remask_on_update_keeps_zeros_exact_with_every_optimizer(name, settings):
+    # Only gradients are masked between mask updates: every optimizer shipped must keep zeros zero.
+    torch.manual_seed(0)
+    model = Net()
+    opt = optim.build(name, model, 1e-2, 0.1, **settings)
+    method, kw = ("state", {"variant": "bitter7"}) if name != "sgd" else ("magnitude", {})
+    pruner = pruning.build(method, model, SparsitySchedule(0.7, 20, 150, "cubic"), 5, opt, remask="update", **kw)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        pruner.mask_gradients()
+        opt.step()
+        pruner.step()
+        for (_, p), mask in zip(pruner.params, pruner.mask_list()):
+            assert (p[~mask] == 0).all()
+            for value in opt.state[p].values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    assert (value[~mask] == 0).all()
+    assert abs(pruned_fraction(pruner) - 0.7) <= 1e-3
+
+
+def test_remask_mode_is_checked():
+    with pytest.raises(ValueError, match="valid: step, update"):
+        pruning.build("magnitude", Net(), SparsitySchedule(0.5, 0, 1), remask="sometimes")

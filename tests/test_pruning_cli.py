@@ -49,11 +49,12 @@ def test_bad_input_is_one_clear_line_with_the_valid_choices(argv, message, capsy
 
 def test_flags_reach_the_pruner():
     args = parse(BASE + ["--pruning-variant", "bitter4", "--no-layer-adaptive-rescale", "--pruning-unit", "epoch",
-                         "--pruning-frequency", "2", "--prune-biases"])
+                         "--pruning-frequency", "2", "--prune-biases", "--pruning-remask", "update"])
     model = LeNet5()
     opt = torch.optim.AdamW(model.parameters())
     pruner = pruning.from_args(args, model, opt, total_steps=100, steps_per_epoch=10)
     assert pruner.variant == "bitter4" and pruner.scope == "adaptive" and pruner.layer_adaptive.rescale is False
+    assert pruner.remask == "update"
     assert pruner.schedule.quantum == 10 and pruner.frequency == 20
     assert "features.0.bias" in [n for n, _ in pruner.params]
     args = parse(["--optimizer", "adamw", "--pruning-method", "movement", "--target-sparsity", "0.5", "--pruning-scope", "layer"])

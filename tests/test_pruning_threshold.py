@@ -17,10 +17,12 @@ def reference(tensors, n_prune):
     return keep
 
 
-@pytest.mark.parametrize("path", ["sort", "radix"])
+@pytest.mark.parametrize("path", ["sort", "radix-cpu", "radix-cuda"])
 def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monkeypatch):
-    if path == "radix":
-        monkeypatch.setattr(threshold, "SMALL", 0)  # force the three-pass radix select
+    if path != "sort":
+        monkeypatch.setattr(threshold, "SMALL", 0)  # force the radix select
+    # "cuda": the GPU path (keys held at once, 11/11/10-bit passes), run here on CPU tensors
+    device = torch.device("cuda" if path == "radix-cuda" else "cpu")
     g = torch.Generator().manual_seed(0)
     for trial in range(150):
         tensors = [torch.randint(-4, 5, (int(torch.randint(1, 40, (), generator=g)),), generator=g).float() / 3
@@ -29,7 +31,7 @@ def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monke
         tensors[-1][-1] = -0.0 if trial % 4 == 0 else tensors[-1][-1]
         n = sum(t.numel() for t in tensors)
         k = int(torch.randint(0, n + 1, (), generator=g))
-        got = torch.cat(lowest_keep(tensors, k))
+        got = torch.cat(lowest_keep(tensors, k, [t.numel() for t in tensors], device))
         assert torch.equal(got, reference(tensors, k)), f"trial {trial}"
 
 
@@ -44,10 +46,10 @@ def test_callables_are_evaluated_lazily_and_give_the_same_masks(monkeypatch):
             return tensors[i]
         return f
 
-    lazy = lowest_keep([source(i) for i in range(3)], 1234, sizes=[1000] * 3)
+    lazy = lowest_keep([source(i) for i in range(3)], 1234, sizes=[1000] * 3, device=torch.device("cpu"))
     eager = lowest_keep(tensors, 1234)
     assert all(torch.equal(a, b) for a, b in zip(lazy, eager))
-    assert calls.count(0) == 3  # histogram of high bits, of low bits, then the masks
+    assert calls.count(0) == 3  # histogram of the high bits, of the low bits, then the masks
 
 
 def test_exact_above_the_sixteen_million_elements_quantile_refuses():

@@ -14,7 +14,7 @@ pruner with every setting.
 
 from __future__ import annotations
 
-from lib.pruning.base import SCOPES, Pruner, prunable_parameters, sparsity_report  # noqa: F401
+from lib.pruning.base import REMASK, SCOPES, Pruner, prunable_parameters, sparsity_report  # noqa: F401
 from lib.pruning.budget import budget_record, extend  # noqa: F401
 from lib.pruning.layer_adaptive import LayerAdaptive
 from lib.pruning.magnitude import MagnitudePruner
@@ -44,13 +44,15 @@ def build(
     include_embeddings: bool = False,
     include_norms: bool = False,
     include_biases: bool = False,
+    remask: str = "step",
 ) -> Pruner | None:
     """The pruner for `method`.
 
     `include_tied_head`: also prune an output head whose weight is the token
     embedding (GPT-2). `variant` (bitter*) is required by, and only valid
     for, "state"; `scope` applies to magnitude and movement; `ratio` (RATIO
-    group budgets) and `structure_weights` apply to state pruning.
+    group budgets) and `structure_weights` apply to state pruning; `remask`
+    ("step" or "update") says when pruned weights and moments are zeroed.
     """
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(METHODS)}")
@@ -68,6 +70,7 @@ def build(
         include_embeddings=include_embeddings,
         include_norms=include_norms,
         include_biases=include_biases,
+        remask=remask,
     )
     if method == "state":
         if variant is None:
@@ -125,4 +128,5 @@ def from_args(args, model, optimizer, total_steps: int, steps_per_epoch: int = 1
         include_embeddings=_yes(getattr(args, "prune_embeddings", "no")),
         include_norms=_yes(getattr(args, "prune_norms", "no")),
         include_biases=_yes(getattr(args, "prune_biases", "no")),
+        remask=getattr(args, "pruning_remask", "step"),
     )

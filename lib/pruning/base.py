@@ -12,7 +12,11 @@ checkpoint.pt through `Pruner.state_dict()`. Each optimizer step goes:
     pruner.step()             # maybe update masks on schedule, then re-mask
                               # weights and the optimizer's moments
 
-so pruned weights stay exactly zero. A method supplies `score(i)` for its
+so pruned weights stay exactly zero. With `remask="update"` weights and
+moments are zeroed only when masks change: the masked gradient then keeps
+them at exactly zero for every optimizer of lib.optim (all update elementwise
+from the gradient, the weight and moments that are already zero), which
+saves three memory passes per step. A method supplies `score(i)` for its
 i-th tensor: higher means more important. Already-pruned entries score -inf,
 so masks only ever grow. How many entries each tensor loses is the
 allocation: "global" (one exact threshold over all prunable weights),
@@ -48,6 +52,8 @@ NORM_TYPES = tuple(
 # Per-parameter optimizer state zeroed with the weights (SGD, Adam family).
 MOMENT_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 SCOPES = ("global", "layer", "adaptive")
+# When pruned weights and moments are zeroed: after every step, or only when masks change.
+REMASK = ("step", "update")
 MASK_PREFIX = "pruning_mask_"
 
 
@@ -109,6 +115,7 @@ class Pruner(ABC):
         optimizer: torch.optim.Optimizer | None = None,
         *,
         scope: str = "global",
+        remask: str = "step",
         layer_adaptive: LayerAdaptive | None = None,
         include_embeddings: bool = False,
         include_norms: bool = False,
@@ -122,6 +129,9 @@ class Pruner(ABC):
         self.frequency = frequency
         self.optimizer = optimizer  # its per-parameter moments are zeroed where weights are pruned
         self.scope = scope
+        if remask not in REMASK:
+            raise ValueError(f"unknown re-mask mode {remask!r}; valid: {', '.join(REMASK)}")
+        self.remask = remask
         self.layer_adaptive = layer_adaptive or LayerAdaptive()
         entries = prunable_entries(
             model,
@@ -210,9 +220,11 @@ class Pruner(ABC):
         wanted = self.schedule(self.step_count)
         final = self.step_count >= self.schedule.ramp_end
         due = self.step_count % self.frequency == 0 or final
-        if due and wanted > self.sparsity:
+        updated = due and wanted > self.sparsity
+        if updated:
             self.update_masks(wanted)
-        self.apply_masks()
+        if updated or self.remask == "step":
+            self.apply_masks()
 
     def _masked_score(self, i: int) -> torch.Tensor:
         mask = self.mask_list()[i]
@@ -227,7 +239,7 @@ class Pruner(ABC):
             if n_prune == pruned:
                 continue
             sources = [lambda i=i: self._masked_score(i) for i in idx]
-            keeps = lowest_keep(sources, n_prune, [self.sizes[i] for i in idx])
+            keeps = lowest_keep(sources, n_prune, [self.sizes[i] for i in idx], masks[idx[0]].device)
             for i, keep in zip(idx, keeps):
                 masks[i].copy_(keep.view_as(masks[i]))
         self.sparsity = sparsity

@@ -3,15 +3,19 @@
 `lowest_keep(sources, n_prune)` returns keep-masks that prune exactly the
 `n_prune` lowest scores over all tensors together, for tensors of any size:
 
-- exact: a two-level radix select on the float32 bit patterns (16 high bits,
-  then 16 low bits), not `torch.quantile` (refused above 16M elements by older
-  releases, slow on tens of millions) and not sampling;
-- deterministic: ties at the threshold are pruned in flat index order, tensor
-  by tensor in the order given;
-- lean: above `SMALL` entries, no concatenation of all scores. A source is a tensor or a callable
-  returning one; callables are re-evaluated on each of the three passes, so at
-  most one tensor's scores exist at a time (the caller trades compute for
-  memory).
+- exact: scores become int32 keys that sort like the floats, and a radix
+  select finds the k-th key (on the CPU two passes of 16 bits, on CUDA three
+  of 11/11/10 bits), not `torch.quantile` (refused above 16M elements by
+  older releases, seconds on tens of millions) and not sampling; up to
+  `SMALL` entries one stable sort does the same job faster;
+- deterministic: ties at the threshold are pruned in flat index order,
+  tensor by tensor in the order given;
+- lean on the CPU: a source may be a callable returning a tensor; on the CPU
+  callables are re-evaluated on each of the three passes, so at most one
+  tensor's scores exist at a time (compute traded for host memory). On CUDA
+  the keys of all sources are held at once for the update (4 bytes per
+  entry, freed after), which turns hundreds of small synchronising passes
+  into a few large ones.
 
 Scores are compared as float32 (wider or narrower floats are converted first);
 -inf sorts first (already-pruned entries), NaN is an error, -0.0 equals 0.0.
@@ -25,8 +29,7 @@ import torch
 
 Source = Union[torch.Tensor, Callable[[], torch.Tensor]]
 
-_BINS = 1 << 16
-SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than three radix passes
+SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than the radix passes
 _NEG_ZERO_KEY = -1  # the key of -0.0 (bits 0x80000000); mapped to the key of +0.0
 
 
@@ -50,8 +53,15 @@ def order_keys(scores: torch.Tensor, check_nan: bool = True) -> torch.Tensor:
     return keys.masked_fill_(keys == _NEG_ZERO_KEY, 0)  # -0.0 ties with +0.0
 
 
-def _evaluate(source: Source, check_nan: bool = False) -> torch.Tensor:
-    return order_keys(source() if callable(source) else source, check_nan)
+def radix_levels(device: torch.device) -> tuple[tuple[int, int], ...]:
+    """(shift, width) of each radix pass over the 32 key bits.
+
+    CPU: two passes of 16 bits (bincount is sequential there, fewer passes
+    win). CUDA: three passes of 11/11/10 bits, whose histograms fit in shared
+    memory (65536 bins do not, and their global atomics serialise on the few
+    bins that similar scores share).
+    """
+    return ((21, 11), (10, 11), (0, 10)) if device.type == "cuda" else ((16, 16), (0, 16))
 
 
 def _pick(histogram: torch.Tensor, k: int) -> tuple[int, int]:
@@ -61,58 +71,87 @@ def _pick(histogram: torch.Tensor, k: int) -> tuple[int, int]:
     return b, int(cum[b - 1]) if b > 0 else 0
 
 
-def kth_key(sources: Sequence[Source], k: int) -> tuple[int, int]:
-    """The int32 key of the k-th smallest score (1-based) over all sources, and how many lie below it."""
-    hist = torch.zeros(_BINS, dtype=torch.int64)
-    for s in sources:
-        keys = _evaluate(s, check_nan=True)
-        hist += torch.bincount((keys >> 16) + (_BINS // 2), minlength=_BINS).cpu()
-    high, below_high = _pick(hist, k)
-    hist.zero_()
-    for s in sources:
-        keys = _evaluate(s)
-        in_bin = keys[((keys >> 16) + (_BINS // 2)) == high]
-        hist += torch.bincount(in_bin & 0xFFFF, minlength=_BINS).cpu()
-    low, below_low = _pick(hist, k - below_high)
-    return ((high - _BINS // 2) << 16) | low, below_high + below_low
+KeySource = Callable[[bool], torch.Tensor]  # check_nan -> int32 keys
 
 
-def lowest_keep(sources: Sequence[Source], n_prune: int, sizes: Sequence[int] | None = None) -> list[torch.Tensor]:
+def kth_key(keys: Sequence[KeySource], k: int, device: torch.device) -> tuple[int, int]:
+    """The k-th smallest key (1-based) over all key sources, and how many keys lie below it."""
+    prefix, below = None, 0
+    for level, (shift, width) in enumerate(radix_levels(device)):
+        bins = 1 << width
+        hist = None
+        for source in keys:
+            key = source(level == 0)
+            if prefix is None:
+                part = (key >> shift) + bins // 2
+            else:
+                part = (key[(key >> (shift + width)) == prefix] >> shift) & (bins - 1)
+            h = torch.bincount(part, minlength=bins)
+            hist = h if hist is None else hist + h
+        b, under = _pick(hist.cpu(), k - below)
+        below += under
+        prefix = b - bins // 2 if prefix is None else (prefix << width) | b
+    return prefix, below
+
+
+def _keys_of(source: Source) -> KeySource:
+    def keys(check_nan: bool) -> torch.Tensor:
+        return order_keys(source() if callable(source) else source, check_nan)
+
+    return keys
+
+
+def _held(keys: torch.Tensor) -> KeySource:
+    return lambda check_nan: keys
+
+
+def lowest_keep(
+    sources: Sequence[Source], n_prune: int, sizes: Sequence[int] | None = None, device: torch.device | None = None
+) -> list[torch.Tensor]:
     """Flat boolean keep-masks, one per source, pruning exactly the n_prune lowest scores.
 
-    `sizes` (the element count of each source) saves evaluating callables just to count them.
+    `sizes` (the element count of each source) and `device` (where the scores
+    live) save evaluating callables just to learn them.
     """
     sources = list(sources)
-    if len(sources) == 1 and callable(sources[0]):
-        sources = [sources[0]()]  # a single tensor is evaluated once and kept
-    if sizes is None:
-        sizes = [(s() if callable(s) else s).numel() for s in sources]
+    if sizes is None or device is None:
+        first = [s() if callable(s) else s for s in sources]
+        sizes, device = [t.numel() for t in first], first[0].device
     total = sum(sizes)
     if not 0 <= n_prune <= total:
         raise ValueError(f"cannot prune {n_prune} of {total} entries")
-    if n_prune in (0, total):
-        keys = [_evaluate(s, check_nan=True) for s in sources]
-        return [torch.full_like(k, n_prune == 0, dtype=torch.bool) for k in keys]
-    if total <= SMALL:
-        return _lowest_keep_sorted([_evaluate(s, check_nan=True) for s in sources], n_prune)
-    threshold, below = kth_key(sources, n_prune)
+    if total <= SMALL or len(sources) == 1 or device.type == "cuda":
+        # Hold the keys: one tensor of them (small, single, or on a GPU).
+        keys = [order_keys(s() if callable(s) else s) for s in sources]
+        if total <= SMALL:
+            return _lowest_keep_sorted(keys, n_prune)
+        flat = keys[0] if len(keys) == 1 else torch.cat(keys)
+        del keys
+        return list(_lowest_keep_radix([_held(flat)], n_prune, device)[0].split(list(sizes)))
+    return _lowest_keep_radix([_keys_of(s) for s in sources], n_prune, device)
+
+
+def _lowest_keep_radix(keys: list[KeySource], n_prune: int, device: torch.device) -> list[torch.Tensor]:
+    if n_prune == 0:
+        return [torch.ones_like(k(True), dtype=torch.bool) for k in keys]  # still rejects NaN scores
+    threshold, below = kth_key(keys, n_prune, device)
     ties_left = n_prune - below  # >= 1: the k-th entry itself is pruned
     keeps = []
-    for s in sources:
-        keys = _evaluate(s)
-        keep = keys > threshold
+    for source in keys:
+        key = source(False)
+        keep = key > threshold
         if ties_left:
-            ties = (keys == threshold).nonzero().flatten()
+            ties = (key == threshold).nonzero().flatten()
             keep[ties[ties_left:]] = True  # ties beyond the quota stay
             ties_left -= min(ties_left, ties.numel())
         else:
-            keep |= keys == threshold
+            keep |= key == threshold
         keeps.append(keep)
     return keeps
 
 
 def _lowest_keep_sorted(keys: list[torch.Tensor], n_prune: int) -> list[torch.Tensor]:
-    """Same result as the radix path, by one stable sort (cheaper below `SMALL` entries)."""
+    """The same result by one stable sort (cheaper up to `SMALL` entries)."""
     flat = torch.cat(keys)
     order = torch.sort(flat, stable=True).indices
     keep = torch.ones_like(flat, dtype=torch.bool)
@@ -123,4 +162,4 @@ def _lowest_keep_sorted(keys: list[torch.Tensor], n_prune: int) -> list[torch.Te
 def keep_top(scores: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
     """Boolean masks keeping all but the round(sparsity * N) lowest scores (flat, one per tensor)."""
     total = sum(s.numel() for s in scores)
-    return lowest_keep(scores, int(round(sparsity * total)), [s.numel() for s in scores])
+    return lowest_keep(scores, int(round(sparsity * total)), [s.numel() for s in scores], scores[0].device)
