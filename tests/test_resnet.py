@@ -125,7 +125,8 @@ def test_every_run_of_a_resnet_defconfig_parses(name, tmp_path, monkeypatch):
         argv = matrix.argv(spec, cfg, str(tmp_path / matrix.run_id(spec)))
         at = max(i for i, a in enumerate(argv) if a == "-m")  # after torchrun's own "-m torch.distributed.run", if any
         assert argv[at + 1] == f"{spec.model}.train"
-        args = TRAINERS[spec.model].parse_args(argv[at + 2 :])
+        rest = argv[at + 2 :]
+        args = TRAINERS[spec.model].parse_args(rest[1:] if rest[:1] == ["--"] else rest)  # torchrun drops the "--"
         assert args.pruning_method == spec.pruning and args.optimizer == spec.optimizer
 
 
