@@ -91,13 +91,22 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(single):
         assert fb[key] == fa[key], key
 
 
-def test_gpt2_tiny_defconfig_learns_through_make(make):
+def _comparable(metrics: dict) -> dict:
+    """metrics.json without wall-clock, throughput and memory figures, which differ between two processes."""
+    varying = ("elapsed_s", "train_time_s", "peak_memory_mib", "tokens_per_s")
+    return {
+        "history": [{k: v for k, v in h.items() if k not in varying} for h in metrics["history"]],
+        "final": {k: v for k, v in metrics["final"].items() if k not in varying},
+    }
+
+
+def test_gpt2_tiny_defconfig_learns_and_resumes_through_make(make):
     assert make("defconfig-gpt2-tiny").returncode == 0
     done = make("all", timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = next(make.root.glob("results/*/gpt2_adamw_none"))
-    assert is_done(run)
-    m = read_json(run / "metrics.json")
+    whole = next(make.root.glob("results/*/gpt2_adamw_none"))
+    assert is_done(whole)
+    m = read_json(whole / "metrics.json")
     first, last = m["history"][0], m["history"][-1]
     assert last["iter"] == 150 and m["final"]["stopped_by"] == "max_iters"
     # The loss falls well below the uniform guess (ln 50257 = 10.8) and keeps falling.
@@ -106,3 +115,25 @@ def test_gpt2_tiny_defconfig_learns_through_make(make):
     print(f"gpt2-tiny: train_loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}, "
           f"val_loss {first['val_loss']:.3f} -> {last['val_loss']:.3f}, perplexity {m['final']['perplexity']:.1f}, "
           f"{m['final']['train_time_s']:.0f} s")
+
+    # The same matrix again, killed (make, runner and trainer at once) after its first evaluation, then continued.
+    time.sleep(1.1)  # a new matrix id (ids have one-second resolution)
+    proc = make.popen("all", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            runs = [r for r in make.root.glob("results/*/gpt2_adamw_none") if r != whole]
+            if runs and (read_json(runs[0] / "metrics.json") or {}).get("history"):
+                break
+            assert proc.poll() is None, "the matrix ended before it could be killed"
+            assert time.monotonic() < deadline, "no evaluation within 10 minutes"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = runs[0]
+    assert not is_done(killed) and read_json(killed / "run.json")["status"] == "running"
+    resumed = make("continue", timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert is_done(killed) and read_json(killed / "run.json")["attempt"] == 2 and (killed / "train.log.1").exists()
+    assert _comparable(read_json(killed / "metrics.json")) == _comparable(m)
