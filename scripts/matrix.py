@@ -177,27 +177,36 @@ def describe(run_dir: Path) -> dict:
     return {"status": record.get("status", "pending"), "error": record.get("error"), **final}
 
 
+def headline(info: dict) -> tuple[str, str, float, float | None]:
+    """(name, unit, final, best) of a finished run: accuracy for classifiers, perplexity for language models."""
+    if "accuracy" in info:
+        return "acc", "%", info["accuracy"], info.get("best_accuracy")
+    return "ppl", "", info.get("perplexity", float("nan")), info.get("best_perplexity")
+
+
 def progress_line(i: int, n: int, run: dict, info: dict) -> str:
     head = f"[{i}/{n}] {run['run_id']:<40s} {info['status']}"
     if info["status"] == "completed":
-        metric = f"acc {info['accuracy']:.2f}%" if "accuracy" in info else f"ppl {info.get('perplexity', float('nan')):.2f}"
-        return f"{head:<62s} {metric}  sparsity {100 * info['sparsity_prunable']:.1f}%  {info['train_time_s']:.1f}s"
+        name, unit, final, _ = headline(info)
+        return f"{head:<62s} {name} {final:.2f}{unit}  sparsity {100 * info['sparsity_prunable']:.1f}%  {info['train_time_s']:.1f}s"
     return f"{head}  {info.get('error') or ''}".rstrip()
 
 
 # -- summary --------------------------------------------------------------------
 def summary_table(matrix_dir: Path, runs: list[dict]) -> str:
-    rows = ["| run | status | final acc (%) | best acc (%) | sparsity (%) | train time (s) |", "|---|---|---:|---:|---:|---:|"]
+    """Markdown table of the runs; 'final'/'best' are accuracy (%) or perplexity, as the metric column says."""
+    rows = ["| run | status | metric | final | best | sparsity (%) | train time (s) |", "|---|---|---|---:|---:|---:|---:|"]
     for run in runs:
         info = describe(matrix_dir / run["run_id"])
         if info["status"] == "completed":
-            best = info.get("best_accuracy")
+            name, unit, final, best = headline(info)
+            metric = "accuracy (%)" if name == "acc" else "perplexity"
             rows.append(
-                f"| {run['run_id']} | completed | {info.get('accuracy', float('nan')):.2f} | "
-                f"{'-' if best is None else f'{best:.2f}'} | {100 * info['sparsity_prunable']:.1f} | {info['train_time_s']:.1f} |"
+                f"| {run['run_id']} | completed | {metric} | {final:.2f} | {'-' if best is None else f'{best:.2f}'} | "
+                f"{100 * info['sparsity_prunable']:.1f} | {info['train_time_s']:.1f} |"
             )
         else:
-            rows.append(f"| {run['run_id']} | {info['status']} | - | - | - | - |")
+            rows.append(f"| {run['run_id']} | {info['status']} | | - | - | - | - |")
     return "\n".join(rows)
 
 
