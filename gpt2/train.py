@@ -8,8 +8,9 @@ small corpora (pydoc, shakespeare, a text file) are prepared here when
 missing, the web corpora must be prepared first. One iteration is one
 optimizer step over --batch-size x --grad-accum sequences of --block-size
 tokens: --grad-accum counts micro-batches over all processes, so the global
-batch is the same on one process or many. The learning rate warms up
-linearly, then follows a cosine down to --min-lr at --max-iters. Writes
+batch is the same on one process or many. The learning rate follows the
+shared schedule (--lr-schedule, --lr-warmup, --lr-min, ...), stepped once per
+iteration over --max-iters. Writes
 run.json, metrics.json (validation loss and perplexity every
 --eval-interval iterations), checkpoint.pt and best.pt to --output-dir, from
 process 0 only; --resume continues from checkpoint.pt exactly (every RNG
@@ -36,8 +37,6 @@ from gpt2.prepare import DATASETS
 from lib import checkpoint, cli, distributed, engine, monitor, optim, pruning, tracking
 from lib.results import SCHEMA, RunRecord, write_json
 
-# Shared flags of the epoch-based classifiers that GPT-2 replaces with its own iteration schedule.
-SHARED_SCHEDULE_FLAGS = ("--lr-schedule", "--lr-min", "--lr-warmup", "--lr-step-every", "--lr-step-gamma")
 # Checkpoint fields that fix the data order and the model's shape: a resume must not change them.
 SHAPE_KEYS = ("model_size", "block_size", "batch_size", "grad_accum", "dataset", "text_file", "seed")
 
@@ -47,8 +46,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     for action in p._actions:
         if action.dest == "epochs":  # iteration-based: --epochs does not apply (rejected in check())
             action.help = argparse.SUPPRESS
-        elif set(action.option_strings) & set(SHARED_SCHEDULE_FLAGS):
-            action.help = "not used by gpt2, which warms up for --warmup-iters then decays to --min-lr"
     p.set_defaults(weight_decay=0.1)  # the defaults are gpt2/Kconfig's for the tiny size
     g = p.add_argument_group("gpt2")
     g.add_argument("--model-size", default="tiny", choices=tuple(SIZES), help="tiny is for CPU smoke runs; gpt2 is 124M")
@@ -61,8 +58,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-interval", type=int, default=50, help="iterations between validation runs and checkpoints")
     g.add_argument("--eval-iters", type=int, default=10, help="validation batches per evaluation")
     g.add_argument("--log-interval", type=int, default=10, help="iterations between progress lines")
-    g.add_argument("--warmup-iters", type=int, default=10, help="linear learning-rate warmup")
-    g.add_argument("--min-lr", type=float, default=3e-4, help="learning rate at the end of the cosine decay")
     g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm (0: off)")
     g.add_argument("--dropout", type=float, default=0.0)
     g.add_argument("--prune-tied-head", action="store_true",
@@ -81,10 +76,6 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str])
     for flag in ("grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    if args.warmup_iters < 0:
-        p.error(f"--warmup-iters must be >= 0, got {args.warmup_iters}")
-    if not 0 <= args.min_lr <= args.lr:
-        p.error(f"--min-lr must be in [0, --lr={args.lr}], got {args.min_lr}")
     if args.max_minutes < 0 or args.grad_clip < 0:
         p.error("--max-minutes and --grad-clip must be >= 0")
     if not 0 <= args.dropout < 1:
@@ -103,14 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         argv = argv[1:]
     p = get_args_parser()
     return check(p, cli.check(p, p.parse_args(argv)), argv)
-
-
-def learning_rate(it: int, lr: float, min_lr: float, warmup: int, max_iters: int) -> float:
-    """Linear warmup over `warmup` steps, then cosine from lr to min_lr at max_iters."""
-    if it < warmup:
-        return lr * (it + 1) / (warmup + 1)
-    progress = min(1.0, (it - warmup) / max(1, max_iters - warmup))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
 class Trainer:
@@ -146,11 +129,13 @@ class Trainer:
                 print(f"training budget extended by {self.budget['extension_percent']:g}%: "
                       f"{args.max_iters} -> {self.budget['trained']} iterations", flush=True)
             args.max_iters = self.budget["trained"]
+        # The shared learning-rate schedule (lib.optim), one step per iteration, over the whole (extended) run.
+        self.scheduler = optim.scheduler_from_args(args, self.opt, args.max_iters)
         # --pruning-unit epoch: one epoch is one pass over train.bin
         steps_per_epoch = max(1, self.train_data.n_windows // (args.batch_size * args.grad_accum))
         self.pruner = pruning.from_args(args, self.raw, self.opt, args.max_iters, steps_per_epoch=steps_per_epoch,
                                         include_tied_head=args.prune_tied_head)
-        self.amp = engine._precision(args, self.device) if self.main else ("off" if self.device.type != "cuda" else args.amp)
+        self.amp = engine.precision(args, self.device) if self.main else ("off" if self.device.type != "cuda" else args.amp)
         self.autocast = engine.autocast(self.device, self.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         if self.device.type == "cuda":
@@ -186,9 +171,6 @@ class Trainer:
 
     # -- one optimizer step --------------------------------------------------------
     def train_iteration(self, it: int) -> None:
-        lr = learning_rate(it, self.args.lr, self.args.min_lr, self.args.warmup_iters, self.args.max_iters)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
         total = torch.zeros((), device=self.device)
         for j in range(self.local_accum):
             x, y = self.train_batch(it, self.ctx.rank * self.local_accum + j)
@@ -213,6 +195,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         if self.pruner is not None:
             self.pruner.step()
+        self.scheduler.step()  # once per optimizer step
         self.interval_loss += total
         self.log_loss += total
         self.interval_iters += 1
@@ -248,6 +231,7 @@ class Trainer:
                 "iter": self.iter,
                 "model": self.raw.state_dict(),
                 "optimizer": self.opt.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "pruner": self.pruner.state_dict() if self.pruner else None,
                 "rng": rng,
@@ -272,6 +256,8 @@ class Trainer:
                              "restore the settings or move it aside to start over")
         self.raw.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.pruner is not None:
@@ -334,7 +320,7 @@ class Trainer:
             "val_loss": val_loss,
             "val_perplexity": math.exp(min(val_loss, 700.0)),
             "sparsity": report["sparsity_prunable"],
-            "lr": self.opt.param_groups[0]["lr"],
+            "lr": optim.current_lr(self.opt),  # the one the next iteration uses
             "tokens": self.iter * self.tokens_per_iter,
             "elapsed_s": self.elapsed(),
         }
@@ -353,7 +339,7 @@ class Trainer:
             write_json(self.out / "metrics.json", self.metrics())
             self.monitor.write(self.out / monitor.FILENAME)
             self.trackers.log(entry, step=self.iter)
-            engine._note_warnings()
+            engine.note_warnings()
             self.record.heartbeat()
 
     def time_is_up(self) -> bool:
@@ -369,7 +355,7 @@ class Trainer:
             self.record.start(self.out.name, sys.argv, a.seed)
             if self.budget["extension_percent"]:
                 self.record.update(budget=self.budget)
-            self.monitor, self.trackers = engine._observe(a, self.out, self.device, self.record, "gpt2", a.dataset)
+            self.monitor, self.trackers = engine.observe(a, self.out, self.device, self.record, "gpt2", a.dataset)
             print(f"gpt2 {a.model_size}: {self.raw.num_params() / 1e6:.2f}M parameters, {self.ctx.world_size} process(es), "
                   f"{self.tokens_per_iter} tokens per iteration, {self.train_data.n_windows} training windows", flush=True)
         self.raw.train()
@@ -386,7 +372,7 @@ class Trainer:
                 now = time.monotonic()
                 if self.main:
                     rate = self.log_iters * self.tokens_per_iter / max(now - log_start, 1e-9)
-                    print(f"iter {self.iter}/{a.max_iters} loss {loss:.4f} lr {self.opt.param_groups[0]['lr']:.2e} "
+                    print(f"iter {self.iter}/{a.max_iters} loss {loss:.4f} lr {optim.current_lr(self.opt):.2e} "
                           f"{rate:,.0f} tok/s", flush=True)
                 self.log_loss.zero_()
                 self.log_iters, log_start = 0, now
@@ -431,7 +417,7 @@ class Trainer:
         if self.main:
             write_json(self.out / "metrics.json", metrics)
             self.trackers.summary(metrics["final"])
-            engine._close_observers(exit_code=0)
+            engine.close_observers(exit_code=0)
             self.record.finish("completed", exit_code=0)
             print(f"done: val_loss {last['val_loss']:.4f} perplexity {last['val_perplexity']:.2f} "
                   f"({self.iter} iterations, {metrics['final']['tokens_per_s'] or 0:,.0f} tok/s)", flush=True)

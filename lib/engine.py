@@ -53,24 +53,25 @@ def resolve_device(name: str) -> torch.device:
 _observers: dict = {}
 
 
-def _observe(args, out: Path, device, record, model_name: str, dataset: str):
+def observe(args, out: Path, device, record, model_name: str, dataset: str):
     """Start the memory monitor and open the trackers (rank 0); their problems become run.json warnings."""
     mon = monitor.for_run(args, device, out)
     trackers = tracking.for_run(args, model=model_name, dataset=dataset, run_dir=out)
     mon.on_sample = trackers.log_memory if trackers.trackers else None
     _observers.update(mon=mon, trackers=trackers, out=out, record=record)
-    _note_warnings()
+    note_warnings()
     return mon, trackers
 
 
-def _note_warnings() -> None:
+def note_warnings() -> None:
+    """Copy the monitor's and trackers' warnings into run.json when they changed."""
     found = _observers["mon"].warnings + _observers["trackers"].warnings
     record = _observers["record"]
     if found and record.data.get("warnings") != found:
         record.update(warnings=found)
 
 
-def _close_observers(exit_code: int) -> None:
+def close_observers(exit_code: int) -> None:
     """Final memory.json and tracker finish; on failure too, so nothing is left half-written."""
     if not _observers:
         return
@@ -78,7 +79,7 @@ def _close_observers(exit_code: int) -> None:
     mon.stop()
     mon.write(_observers["out"] / monitor.FILENAME)
     trackers.finish(exit_code=exit_code)
-    _note_warnings()
+    note_warnings()
     _observers.clear()
 
 
@@ -160,7 +161,8 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         distributed.teardown(ctx)
 
 
-def _precision(args, device: torch.device) -> str:
+def precision(args, device: torch.device) -> str:
+    """The mixed precision a run uses: `--amp`, or "off" (with a note) off CUDA; bf16 needs GPU support."""
     amp = getattr(args, "amp", "off")
     if amp != "off" and device.type != "cuda":
         print(f"note: --amp {amp} is ignored on {device.type} (mixed precision is used on CUDA only)", flush=True)
@@ -192,7 +194,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
     main_process = ctx.is_main
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
-    amp = _precision(args, device)
+    amp = precision(args, device)
     # Each rank its own RNG streams (augmentation); DDP gives every rank rank 0's initial weights.
     generator = checkpoint.seed_everything(args.seed + ctx.rank)
     model = build_model().to(device)
@@ -239,7 +241,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
         record.start(out.name, sys.argv, args.seed)
         if budget["extension_percent"]:
             record.update(budget=budget)
-        mon, trackers = _observe(args, out, device, record, model_name, dataset)
+        mon, trackers = observe(args, out, device, record, model_name, dataset)
     else:
         mon, trackers = monitor.Monitor(None), tracking.Trackers()
     metrics = {
@@ -312,7 +314,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
         write_json(out / "metrics.json", metrics)
         mon.write(out / monitor.FILENAME)
         trackers.log(history[-1], step=epoch + 1)
-        _note_warnings()
+        note_warnings()
         record.heartbeat()
 
     if not main_process:
@@ -334,7 +336,7 @@ def _fit(args, ctx, device, build_model, train_set, val_set, *, model_name: str,
         metrics["final"]["pruning"] = pruner.summary()  # scheduled vs achieved sparsity, layer levels, RATIO check
     write_json(out / "metrics.json", metrics)
     trackers.summary(metrics["final"])
-    _close_observers(exit_code=0)
+    close_observers(exit_code=0)
     record.finish("completed", exit_code=0)
     return metrics
 
@@ -374,7 +376,7 @@ def _mark(args, status: str, code: int, message: str) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes run.json
         return
     try:
-        _close_observers(exit_code=code)
+        close_observers(exit_code=code)
     except Exception as e:  # the failure being recorded matters more than the monitor's last write
         print(f"warning: could not close the memory monitor or trackers: {e}", file=sys.stderr)
     record = RunRecord(args.output_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import checkpoint
+from lib import checkpoint, optim
 from lib.results import is_done, read_json
 
 pytestmark = pytest.mark.e2e
@@ -18,11 +18,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _common(data_dir) -> list[str]:
-    # 6 optimizer steps of 2 x 2 sequences of 16 tokens, weight decay 0.1 on: the same global batch whatever the processes.
+    # 6 optimizer steps of 2 x 2 sequences of 16 tokens, weight decay 0.1 on: the same global batch whatever the processes;
+    # the shared warmup_cosine schedule (2 warmup steps), so the learning rate changes every step.
     return [
         "--device", "cpu", "--monitor", "off", "--optimizer", "adamw", "--data-dir", str(data_dir),
         "--block-size", "16", "--batch-size", "2", "--grad-accum", "2", "--max-iters", "6",
-        "--eval-interval", "2", "--eval-iters", "3", "--warmup-iters", "2", "--log-interval", "2",
+        "--eval-interval", "2", "--eval-iters", "3", "--log-interval", "2",
+        "--lr-schedule", "warmup_cosine", "--lr-warmup", "34", "--lr-min", "1e-4",
     ]
 
 
@@ -50,7 +52,7 @@ def single(tmp_path_factory):
 
 
 def _curve(out):
-    return [(h["iter"], h["train_loss"], h["val_loss"]) for h in read_json(out / "metrics.json")["history"]]
+    return [(h["iter"], h["train_loss"], h["val_loss"], h["lr"]) for h in read_json(out / "metrics.json")["history"]]
 
 
 def test_ddp_on_two_cpu_processes_gives_the_single_process_curve(single):
@@ -59,8 +61,8 @@ def test_ddp_on_two_cpu_processes_gives_the_single_process_curve(single):
     _train([*_common(root / "data"), "--output-dir", str(two)], procs=2)
     a, b = _curve(one), _curve(two)
     assert [x[0] for x in a] == [x[0] for x in b] == [2, 4, 6]
-    for (_, ta, va), (_, tb, vb) in zip(a, b):
-        assert tb == pytest.approx(ta, rel=1e-4) and vb == pytest.approx(va, rel=1e-4)
+    for (_, ta, va, la), (_, tb, vb, lb) in zip(a, b):
+        assert tb == pytest.approx(ta, rel=1e-4) and vb == pytest.approx(va, rel=1e-4) and lb == la
     assert a[-1][2] < a[0][2]  # and it learns
     # Rank 0 alone wrote the run directory, with both processes' RNG states; the weights agree.
     assert read_json(two / "metrics.json")["processes"] == 2 and is_done(two)
@@ -112,6 +114,16 @@ def test_gpt2_tiny_defconfig_learns_and_resumes_through_make(make):
     # The loss falls well below the uniform guess (ln 50257 = 10.8) and keeps falling.
     assert last["train_loss"] < first["train_loss"] - 1.0 and last["val_loss"] < first["val_loss"]
     assert m["final"]["perplexity"] < 400
+    # The defconfig's shared schedule: 7 % of 150 steps (10) of linear warmup, then the cosine to LR_MIN 3e-4.
+    opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=3e-3)
+    sched = optim.build_scheduler("warmup_cosine", opt, 150, min_lr=3e-4, warmup_percent=7)
+    expected = {}
+    for t in range(1, 151):
+        opt.step()
+        sched.step()
+        expected[t] = optim.current_lr(opt)
+    assert sched.lr_lambdas[0].warmup == 10 and expected[150] == pytest.approx(3e-4)
+    assert [(h["iter"], h["lr"]) for h in m["history"]] == [(t, expected[t]) for t in (50, 100, 150)]
     print(f"gpt2-tiny: train_loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}, "
           f"val_loss {first['val_loss']:.3f} -> {last['val_loss']:.3f}, perplexity {m['final']['perplexity']:.1f}, "
           f"{m['final']['train_time_s']:.0f} s")

@@ -1,4 +1,4 @@
-"""gpt2.train: flags, schedule, the run directory, pruning of the tied head, resume, limits (tiny runs in-process)."""
+"""gpt2.train: flags, the shared lr schedule, the run directory, pruning of the tied head, resume, limits (tiny runs in-process)."""
 
 import json
 import math
@@ -10,12 +10,12 @@ import torch
 from gpt2 import train
 from gpt2.data import CorpusTooSmall
 from gpt2.model import GPT, config_for
-from lib import checkpoint, config, engine
+from lib import checkpoint, config, engine, optim
 from lib.results import is_done, read_json
 
 GPT2_KEYS = ("model_size", "dataset", "block_size", "batch_size", "grad_accum", "max_iters", "eval_interval",
-             "eval_iters", "lr", "warmup_iters", "min_lr", "grad_clip", "dropout", "max_minutes", "amp", "compile",
-             "prune_tied_head")
+             "eval_iters", "lr", "lr_schedule", "lr_min", "lr_warmup", "lr_step_every", "lr_step_gamma", "grad_clip",
+             "dropout", "max_minutes", "amp", "compile", "prune_tied_head")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def tiny_args(corpus, out, *extra):
         "--dataset", "file", "--text-file", str(corpus), "--data-dir", str(out.parent / "data"),
         "--output-dir", str(out), "--device", "cpu", "--monitor", "off", "--optimizer", "adamw",
         "--block-size", "8", "--batch-size", "2", "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1",
-        "--warmup-iters", "1", "--log-interval", "2", *extra,
+        "--lr-schedule", "warmup_cosine", "--lr-warmup", "25", "--lr-min", "1e-4", "--log-interval", "2", *extra,
     ])
 
 
@@ -45,11 +45,48 @@ def whole(corpus, tmp_path_factory):
     return out, train.main(tiny_args(corpus, out))
 
 
-def test_learning_rate_warms_up_then_follows_a_cosine():
-    lrs = [train.learning_rate(it, 1.0, 0.1, warmup=4, max_iters=24) for it in range(25)]
-    assert lrs[:4] == [0.2, 0.4, 0.6, 0.8] and lrs[4] == 1.0
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
-    assert lrs[14] == pytest.approx(0.55) and lrs[24] == pytest.approx(0.1)
+def shared_schedule_lrs(args, steps: int) -> list[float]:
+    """The lr of each of `steps` optimizer steps and after the last one, from lib.optim alone, for the same flags."""
+    opt = optim.from_args(args, GPT(config_for("tiny", block_size=args.block_size)))
+    scheduler = optim.scheduler_from_args(args, opt, steps)
+    out = []
+    for _ in range(steps):
+        out.append(optim.current_lr(opt))
+        opt.step()  # no gradients: a no-op that keeps torch's call-order check quiet
+        scheduler.step()
+    return out + [optim.current_lr(opt)]
+
+
+@pytest.mark.parametrize("schedule", ["warmup_cosine", "step"])
+def test_gpt2_follows_the_shared_schedule_once_per_iteration(schedule, corpus, tmp_path, monkeypatch):
+    used = []
+    real_iteration = train.Trainer.train_iteration
+
+    def records_lr(self, it):
+        used.append(optim.current_lr(self.opt))  # the lr this iteration's optimizer step runs with
+        return real_iteration(self, it)
+
+    monkeypatch.setattr(train.Trainer, "train_iteration", records_lr)
+    args = tiny_args(corpus, tmp_path / schedule, "--max-iters", "8", "--lr", "3e-3", "--lr-schedule", schedule,
+                     "--lr-step-every", "25", "--lr-step-gamma", "0.5")
+    metrics = train.main(args)
+    expected = shared_schedule_lrs(args, 8)
+    assert used == expected[:8]
+    assert [(h["iter"], h["lr"]) for h in metrics["history"]] == [(t, expected[t]) for t in (2, 4, 6, 8)]
+    if schedule == "warmup_cosine":  # 25 % of 8 steps of linear warmup, then the cosine down to --lr-min
+        assert used[:4] == pytest.approx([1.5e-3, 3e-3, 3e-3, 3e-3 - (3e-3 - 1e-4) * 0.5 * (1 - math.cos(math.pi / 6))])
+        assert metrics["history"][-1]["lr"] == pytest.approx(1e-4)
+    else:
+        assert used == pytest.approx([3e-3] * 2 + [1.5e-3] * 2 + [7.5e-4] * 2 + [3.75e-4] * 2)
+
+
+def test_a_budget_extension_lengthens_the_schedule(corpus, tmp_path):
+    args = tiny_args(corpus, tmp_path / "ext", "--budget-extension", "50")
+    metrics = train.main(args)
+    assert args.max_iters == 6 and [h["iter"] for h in metrics["history"]] == [2, 4, 6]
+    expected = shared_schedule_lrs(args, 6)
+    assert [h["lr"] for h in metrics["history"]] == [expected[t] for t in (2, 4, 6)]
+    assert expected[6] == pytest.approx(1e-4)  # the cosine ends at the extended run's last iteration
 
 
 def test_trainer_defaults_are_the_kconfig_defaults(tmp_path):
@@ -68,7 +105,8 @@ def test_trainer_defaults_are_the_kconfig_defaults(tmp_path):
         (["--model-size", "gpt5"], "invalid choice: 'gpt5'"),
         (["--dataset", "file"], "--dataset file needs --text-file"),
         (["--block-size", "2048"], "--block-size must be in 1..1024"),
-        (["--min-lr", "1", "--lr", "0.1"], "--min-lr must be in"),
+        (["--lr-schedule", "warmup_cosine", "--lr-min", "1", "--lr", "0.1"], "--lr-min must be within"),
+        (["--warmup-iters", "10"], "unrecognized arguments: --warmup-iters"),
         (["--grad-accum", "0"], "--grad-accum must be at least 1"),
     ],
 )
@@ -101,6 +139,7 @@ def test_a_run_writes_the_run_directory_contract(whole):
     assert metrics["model"] == "gpt2" and metrics["variant"] is None and metrics["target_sparsity"] == 0.0
     state = checkpoint.load(out / "checkpoint.pt")
     assert state["iter"] == 4 and state["data"]["sequences"] == 4 * 2 and len(state["rng"]) == 1
+    assert state["scheduler"]["last_epoch"] == 4  # one scheduler step per iteration
     assert torch.load(out / "best.pt", weights_only=False)["iter"] in (2, 4)
     assert read_json(out / "run.json")["status"] == "completed"
 

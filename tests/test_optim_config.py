@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lenet5 import train
 from lib import config, matrix, optim, pruning
@@ -93,6 +94,22 @@ def test_adamwadv_settings_and_its_cosine_floor(tmp_path):
     assert shared["LR_MIN"] is None
     args = train.parse_args(matrix.argv(matrix.expand(shared)[0], shared, str(tmp_path / "b"))[3:])
     assert optim.from_args(args, train.LeNet5()).schedule_override is None
+
+
+def test_the_schedule_symbols_mean_the_same_for_lenet5_and_gpt2(tmp_path):
+    from gpt2 import train as gpt2_train
+
+    values = load(tmp_path, "CONFIG_MODEL_LENET5=y\nCONFIG_MODEL_GPT2=y\nCONFIG_OPTIMIZER_ADAMW=y\nCONFIG_PRUNING_NONE=y\n"
+                            'CONFIG_LR_SCHEDULE_WARMUP_COSINE=y\nCONFIG_LR_WARMUP_PERCENT=10\nCONFIG_LR_MIN="0.0001"\n')
+    trainers = {"lenet5": train, "gpt2": gpt2_train}
+    factors = {}
+    for spec in matrix.expand(values):
+        args = trainers[spec.model].parse_args(matrix.argv(spec, values, str(tmp_path / spec.model))[3:])
+        assert (args.lr_schedule, args.lr_warmup, args.lr_min) == ("warmup_cosine", 10, 1e-4)
+        opt = optim.from_args(args, torch.nn.Linear(2, 2))
+        (f, *_) = optim.scheduler_from_args(args, opt, 1000).lr_lambdas  # the same 1000 steps for both
+        factors[spec.model] = (f.kind, f.total, f.warmup, f.floor * args.lr)
+    assert factors["lenet5"] == pytest.approx(factors["gpt2"]) and factors["gpt2"][2] == 100
 
 
 def test_matrix_skips_adamwprune_with_other_pruning_methods(tmp_path):

@@ -147,7 +147,7 @@ def test_precision_and_compile_settings_reach_the_trainer(tmp_path, monkeypatch)
 
 def test_amp_is_a_no_op_on_the_cpu(capsys):
     args = train18.parse_args(["--amp", "fp16"])
-    assert engine._precision(args, torch.device("cpu")) == "off"
+    assert engine.precision(args, torch.device("cpu")) == "off"
     assert "ignored on cpu" in capsys.readouterr().out
     with engine.autocast(torch.device("cpu"), "bf16"):
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
