@@ -186,3 +186,16 @@ def test_remask_on_update_keeps_zeros_exact_with_every_optimizer(name, settings)
 def test_remask_mode_is_checked():
     with pytest.raises(ValueError, match="valid: step, update"):
         pruning.build("magnitude", Net(), SparsitySchedule(0.5, 0, 1), remask="sometimes")
+
+
+def test_mask_multiply_matches_a_plain_multiply_across_chunks(monkeypatch):
+    from lib.pruning import base
+
+    monkeypatch.setattr(base, "CPU_CHUNK", 7)  # force several chunks and a ragged last one
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(5, 9, generator=gen), torch.randn(4, 3, generator=gen).double(), torch.randn(6, 4, generator=gen).t()]
+    masks = [torch.rand(t.shape, generator=gen) > 0.4 for t in tensors]
+    expected = [t * m for t, m in zip(tensors, masks)]
+    base.mask_multiply_(tensors, masks)  # the third tensor is not contiguous: plain multiply
+    for t, e in zip(tensors, expected):
+        assert t.dtype == e.dtype and torch.equal(t, e)

@@ -37,6 +37,7 @@ from lib.pruning.schedule import SparsitySchedule
 from lib.pruning.threshold import keep_top, lowest_keep  # noqa: F401  (keep_top is public API)
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CPU_CHUNK = 1 << 20  # elements of the float staging buffer of `mask_multiply_` on the CPU (4 MiB)
 NORM_TYPES = tuple(
     t
     for t in (
@@ -99,6 +100,37 @@ def prunable_entries(
 def prunable_parameters(model: nn.Module, include_tied_head: bool = False, **include) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of every prunable tensor; see `prunable_entries` for what counts."""
     return [(n, p) for n, p, _, _ in prunable_entries(model, include_tied_head, **include)]
+
+
+@torch.no_grad()
+def mask_multiply_(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    """`t *= mask` for every pair, in place, with boolean masks.
+
+    On a GPU this is one multi-tensor kernel. On the CPU, multiplying by a
+    bool tensor first turns the whole mask into a fresh float tensor of the
+    same size, and that allocation costs several times the multiply itself
+    (30 ms against 6 ms for 14M weights on two cores here), so each mask goes
+    through one small float buffer, a chunk at a time. The buffer lives for
+    this call only: no state per parameter is added.
+    """
+    if not tensors:
+        return
+    if tensors[0].device.type != "cpu":
+        torch._foreach_mul_(tensors, masks)
+        return
+    stages: dict[torch.dtype, torch.Tensor] = {}
+    size = min(CPU_CHUNK, max(t.numel() for t in tensors))
+    for t, m in zip(tensors, masks):
+        if not (t.is_contiguous() and m.is_contiguous()):
+            t.mul_(m)
+            continue
+        stage = stages.setdefault(t.dtype, torch.empty(size, dtype=t.dtype))
+        flat_t, flat_m = t.view(-1), m.view(-1)
+        for start in range(0, flat_t.numel(), size):
+            end = min(start + size, flat_t.numel())
+            chunk = stage[: end - start]
+            chunk.copy_(flat_m[start:end])
+            flat_t[start:end].mul_(chunk)
 
 
 class Pruner(ABC):
@@ -190,14 +222,13 @@ class Pruner(ABC):
             if p.grad is not None:
                 grads.append(p.grad)
                 masks.append(m)
-        if grads:
-            torch._foreach_mul_(grads, masks)
+        mask_multiply_(grads, masks)
 
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero pruned weights, and the optimizer's moments for them."""
         masks = self.mask_list()
-        torch._foreach_mul_([p for _, p in self.params], masks)
+        mask_multiply_([p for _, p in self.params], masks)
         if self.optimizer is None:
             return
         tensors, their_masks = [], []
@@ -210,8 +241,7 @@ class Pruner(ABC):
                 if torch.is_tensor(t) and t.shape == p.shape:
                     tensors.append(t)
                     their_masks.append(mask)
-        if tensors:
-            torch._foreach_mul_(tensors, their_masks)
+        mask_multiply_(tensors, their_masks)
 
     @torch.no_grad()
     def step(self) -> None:
