@@ -8,6 +8,8 @@ counts as "memory in use" for the backend's peaks and means.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import resource
 import sys
 
@@ -33,15 +35,17 @@ class BackendUnavailable(Exception):
     """This backend cannot run here; the message says why."""
 
 
-class Backend:
+class Backend(ABC):
     name = "base"
     MEMORY_FIELD = "rss_mib"
 
+    @abstractmethod
     def describe(self) -> dict:
-        raise NotImplementedError
+        """The device part of memory.json's header."""
 
+    @abstractmethod
     def read(self) -> dict[str, float]:
-        raise NotImplementedError
+        """One sample: field name -> number."""
 
     def close(self) -> None:
         pass

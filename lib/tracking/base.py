@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import os
 import tempfile
 from pathlib import Path
@@ -28,19 +30,23 @@ def scalars(data: dict) -> dict:
     return {k: v for k, v in data.items() if isinstance(v, (bool, int, float))}
 
 
-class Tracker:
+class Tracker(ABC):
     """One experiment tracker's run. Methods may raise; `Trackers` turns that into a warning."""
 
     name = "base"
 
+    @abstractmethod
     def log(self, metrics: dict, step: int) -> None:
-        raise NotImplementedError
+        """Log one history entry at `step`."""
 
+    @abstractmethod
     def log_memory(self, sample: dict) -> None:
-        raise NotImplementedError
+        """Log one memory sample."""
 
+    @abstractmethod
     def summary(self, final: dict) -> None:
-        raise NotImplementedError
+        """Record the final block."""
 
+    @abstractmethod
     def finish(self, exit_code: int = 0) -> None:
-        raise NotImplementedError
+        """Close the run."""
