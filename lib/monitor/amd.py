@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 
-from lib.monitor.base import MIB, Backend, BackendUnavailable
+from lib.monitor.base import MIB, Backend, BackendUnavailable, DeviceBackend
 from lib.monitor.cpu import ProcessMemory
 
 
@@ -27,7 +27,7 @@ def _number(value) -> float | None:
         return None
 
 
-class AmdSmiBackend(Backend):
+class AmdSmiBackend(DeviceBackend):
     name = "amd"
     MEMORY_FIELD = "used_mib"
 
@@ -123,12 +123,6 @@ class AmdSmiBackend(Backend):
         except Exception:
             out["total_mib"] = None
         return out
-
-    def read(self) -> dict[str, float]:
-        sample = self.proc.read()
-        for reader in self.readers:
-            sample.update(reader())
-        return sample
 
     def close(self) -> None:
         try:

@@ -51,6 +51,20 @@ class Backend(ABC):
         pass
 
 
+class DeviceBackend(Backend):
+    """A GPU backend: the training process's memory plus every device reader that works here.
+
+    Subclasses set `self.proc` (a ProcessMemory) and `self.readers` (callables
+    returning partial samples) in their constructor.
+    """
+
+    def read(self) -> dict[str, float]:
+        sample = self.proc.read()
+        for reader in self.readers:
+            sample.update(reader())
+        return sample
+
+
 def process_peak_rss_mib() -> float:
     """The operating system's high-water mark of this process's resident memory."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -9,7 +9,7 @@ increase since the backend opened, so it is this run's energy.
 
 from __future__ import annotations
 
-from lib.monitor.base import MIB, Backend, BackendUnavailable
+from lib.monitor.base import MIB, BackendUnavailable, DeviceBackend
 from lib.monitor.cpu import ProcessMemory
 
 
@@ -25,7 +25,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class NvidiaBackend(Backend):
+class NvidiaBackend(DeviceBackend):
     name = "nvidia"
     MEMORY_FIELD = "used_mib"
 
@@ -94,12 +94,6 @@ class NvidiaBackend(Backend):
             except Exception:
                 out[key] = None
         return out
-
-    def read(self) -> dict[str, float]:
-        sample = self.proc.read()
-        for reader in self.readers:
-            sample.update(reader())
-        return sample
 
     def close(self) -> None:
         try:
