@@ -59,6 +59,8 @@ def _optimizer_flags(g) -> None:
     """The optimizer family's settings and the learning-rate schedule (lib.optim)."""
     d, sd = optim.DEFAULTS, optim.SCHEDULE_DEFAULTS
     g.add_argument("--nesterov", action="store_true", help="SGD: Nesterov momentum")
+    g.add_argument("--optimizer-kernels", default=d["kernels"], choices=optim.KERNELS,
+                   help="fused: torch's fused SGD/Adam/AdamW kernels where the parameters allow; torch: torch's own choice")
     g.add_argument("--beta1", type=float, default=d["betas"][0], help="Adam family: first-moment decay")
     g.add_argument("--beta2", type=float, default=d["betas"][1], help="Adam family: second-moment decay")
     g.add_argument("--eps", type=float, default=d["eps"], help="Adam family: denominator epsilon")

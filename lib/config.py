@@ -51,6 +51,7 @@ FLAGS: list[Flag | Choice] = [
     Flag("WEIGHT_DECAY", "--weight-decay", float),
     # optimizer family and learning-rate schedule (lib/Kconfig.optimizers)
     Flag("SGD_NESTEROV", "--nesterov", bool),
+    Choice("--optimizer-kernels", {"OPTIMIZER_KERNELS_FUSED": "fused", "OPTIMIZER_KERNELS_TORCH": "torch"}),
     Flag("ADAM_BETA1", "--beta1", float),
     Flag("ADAM_BETA2", "--beta2", float),
     Flag("ADAM_EPS", "--eps", float),

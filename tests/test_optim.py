@@ -60,11 +60,15 @@ def test_each_optimizer_lowers_the_loss(name, settings):
     assert losses[-1] < 0.5 * losses[0], f"{name}: {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
-def test_adamw_matches_torch_adamw_exactly():
+KERNELS = [("fused", {"fused": True}), ("torch", {})]  # our setting -> torch's keyword
+
+
+@pytest.mark.parametrize("kernels,torch_kw", KERNELS)
+def test_adamw_matches_torch_adamw_exactly(kernels, torch_kw):
     ours, ref = tiny_model(), tiny_model()
     kw = dict(lr=3e-3, betas=(0.85, 0.99), eps=1e-7)
-    opt = optim.build("adamw", ours, weight_decay=0.05, **kw)
-    ref_opt = torch.optim.AdamW(optim.param_groups(ref, 0.05), **kw)
+    opt = optim.build("adamw", ours, weight_decay=0.05, kernels=kernels, **kw)
+    ref_opt = torch.optim.AdamW(optim.param_groups(ref, 0.05), **kw, **torch_kw)
     data = batches(40)
     train(ours, opt, data)
     train(ref, ref_opt, data)
@@ -80,16 +84,35 @@ def test_weight_decay_skips_biases_and_norm_weights():
     assert len(decay["params"]) == 2 and len(no_decay["params"]) == 4  # 2 weights; 2 biases + LayerNorm weight/bias
 
 
-def test_sgd_nesterov_matches_torch():
+@pytest.mark.parametrize("kernels,torch_kw", KERNELS)
+def test_sgd_nesterov_matches_torch(kernels, torch_kw):
     ours, ref = tiny_model(), tiny_model()
-    opt = optim.build("sgd", ours, lr=0.05, weight_decay=1e-3, momentum=0.8, nesterov=True)
-    ref_opt = torch.optim.SGD(optim.param_groups(ref, 1e-3), lr=0.05, momentum=0.8, nesterov=True)
+    opt = optim.build("sgd", ours, lr=0.05, weight_decay=1e-3, momentum=0.8, nesterov=True, kernels=kernels)
+    ref_opt = torch.optim.SGD(optim.param_groups(ref, 1e-3), lr=0.05, momentum=0.8, nesterov=True, **torch_kw)
     data = batches(20)
     train(ours, opt, data)
     train(ref, ref_opt, data)
     assert opt.param_groups[0]["nesterov"] is True
     for a, b in zip(ours.parameters(), ref.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "adamwprune"])
+def test_fused_and_torch_kernels_give_the_same_training_up_to_rounding(name):
+    finals = {}
+    for kernels in optim.KERNELS:
+        model = tiny_model()
+        opt = optim.build(name, model, lr=1e-2, weight_decay=0.01, kernels=kernels)
+        assert bool(opt.defaults.get("fused")) == (kernels == "fused")
+        train(model, opt, batches(30))
+        finals[kernels] = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(finals["fused"], finals["torch"]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_own_multi_tensor_optimizers_are_not_fused():
+    for name in ("adamwadv", "adamwspam"):
+        assert not optim.build(name, tiny_model(), lr=1e-3).defaults.get("fused")
 
 
 def test_adamwadv_is_amsgrad_adamw_after_clipping_its_own_gradients():
@@ -184,6 +207,7 @@ def test_adamwprune_moments_hook():
         (dict(name="adamwspam", spam_clip_delay=0), "clip delay must be >= 1"),
         (dict(name="adamwspam", spam_theta=-1.0), "theta must be >= 0"),
         (dict(adamwadv_schedule="linear"), "valid: cosine, shared"),
+        (dict(kernels="triton"), "unknown optimizer kernels 'triton'; valid: fused, torch"),
     ],
 )
 def test_bad_input_is_a_value_error_listing_valid_choices(call, message):

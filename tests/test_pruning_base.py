@@ -8,6 +8,7 @@ from torch import nn
 
 from lib import optim, pruning
 from lib.pruning import SparsitySchedule, VARIANTS
+from lib.pruning import threshold
 from lib.pruning.base import prunable_parameters
 
 # Every method and allocation the product offers.
@@ -188,14 +189,26 @@ def test_remask_mode_is_checked():
         pruning.build("magnitude", Net(), SparsitySchedule(0.5, 0, 1), remask="sometimes")
 
 
-def test_mask_multiply_matches_a_plain_multiply_across_chunks(monkeypatch):
-    from lib.pruning import base
-
-    monkeypatch.setattr(base, "CPU_CHUNK", 7)  # force several chunks and a ragged last one
-    gen = torch.Generator().manual_seed(0)
-    tensors = [torch.randn(5, 9, generator=gen), torch.randn(4, 3, generator=gen).double(), torch.randn(6, 4, generator=gen).t()]
-    masks = [torch.rand(t.shape, generator=gen) > 0.4 for t in tensors]
-    expected = [t * m for t, m in zip(tensors, masks)]
-    base.mask_multiply_(tensors, masks)  # the third tensor is not contiguous: plain multiply
-    for t, e in zip(tensors, expected):
-        assert t.dtype == e.dtype and torch.equal(t, e)
+@pytest.mark.parametrize("method,kw", [("magnitude", {}), ("magnitude", {"scope": "layer"}),
+                                       ("state", {"variant": "bitter7"}), ("state", {"variant": "bitter4"})])
+def test_in_place_keys_of_non_negative_scores_give_the_general_paths_masks(method, kw, monkeypatch):
+    """Magnitude and state build keys in place (nonnegative_scores); the -inf-filled scores give the same masks."""
+    monkeypatch.setattr(threshold, "SMALL", 0)  # the radix select,
+    monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)  # re-evaluating the sources on each pass
+    masks = {}
+    for fast in (True, False):
+        torch.manual_seed(0)
+        model = Net()
+        opt = optim.build("adamw", model, lr=1e-2)
+        pruner = pruning.build(method, model, SparsitySchedule(0.6, 0, 10), 2, opt, **kw)
+        assert pruner.nonnegative_scores
+        pruner.nonnegative_scores = fast
+        x = torch.randn(16, 32)
+        for _ in range(10):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            pruner.mask_gradients()
+            opt.step()
+            pruner.step()
+        masks[fast] = pruner.masks
+    assert all(torch.equal(masks[True][n], masks[False][n]) for n in masks[True])

@@ -17,10 +17,12 @@ def reference(tensors, n_prune):
     return keep
 
 
-@pytest.mark.parametrize("path", ["sort", "radix-cpu", "radix-cuda"])
+@pytest.mark.parametrize("path", ["sort", "radix-cpu", "radix-cpu-lean", "radix-cuda"])
 def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monkeypatch):
     if path != "sort":
         monkeypatch.setattr(threshold, "SMALL", 0)  # force the radix select
+    if path == "radix-cpu-lean":
+        monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)  # re-evaluate the sources on every pass
     # "cuda": the GPU path (keys held at once, 11/11/10-bit passes), run here on CPU tensors
     device = torch.device("cuda" if path == "radix-cuda" else "cpu")
     g = torch.Generator().manual_seed(0)
@@ -35,8 +37,10 @@ def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monke
         assert torch.equal(got, reference(tensors, k)), f"trial {trial}"
 
 
-def test_callables_are_evaluated_lazily_and_give_the_same_masks(monkeypatch):
+@pytest.mark.parametrize("hold_bytes,evaluations", [(1 << 30, 1), (0, 3)])
+def test_callables_are_evaluated_once_when_held_else_per_pass_with_the_same_masks(hold_bytes, evaluations, monkeypatch):
     monkeypatch.setattr(threshold, "SMALL", 0)
+    monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", hold_bytes)
     tensors = [torch.randn(1000, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     calls = []
 
@@ -49,7 +53,7 @@ def test_callables_are_evaluated_lazily_and_give_the_same_masks(monkeypatch):
     lazy = lowest_keep([source(i) for i in range(3)], 1234, sizes=[1000] * 3, device=torch.device("cpu"))
     eager = lowest_keep(tensors, 1234)
     assert all(torch.equal(a, b) for a, b in zip(lazy, eager))
-    assert calls.count(0) == 3  # histogram of the high bits, of the low bits, then the masks
+    assert calls.count(0) == evaluations  # re-evaluated: histogram of the high bits, of the low bits, then the masks
 
 
 def test_exact_above_the_sixteen_million_elements_quantile_refuses():
@@ -83,3 +87,36 @@ def test_keys_keep_float_order_for_every_dtype():
     assert torch.equal(torch.sort(keys, stable=True).indices, torch.arange(8))
     assert keys[3] == keys[4]  # -0.0 ties with +0.0
     assert torch.equal(order_keys(x.to(torch.bfloat16)), order_keys(x.to(torch.bfloat16).float()))
+
+
+@pytest.mark.parametrize("path", ["sort", "radix-cpu", "radix-cpu-lean", "radix-cuda"])
+def test_nonnegative_keys_select_like_masked_scores(path, monkeypatch):
+    """Keys made in place from non-negative scores prune what -inf-filled scores prune, pruned entries first."""
+    if path != "sort":
+        monkeypatch.setattr(threshold, "SMALL", 0)
+    if path == "radix-cpu-lean":
+        monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)
+    device = torch.device("cuda" if path == "radix-cuda" else "cpu")
+    g = torch.Generator().manual_seed(1)
+    for trial in range(100):
+        sizes = [int(torch.randint(1, 40, (), generator=g)) for _ in range(int(torch.randint(1, 5, (), generator=g)))]
+        scores = [torch.randint(0, 6, (n,), generator=g).float() / 4 for n in sizes]  # ties and exact zeros
+        scores[0][0] = float("inf") if trial % 5 == 0 else scores[0][0]
+        kept = [torch.rand(n, generator=g) > 0.3 for n in sizes]
+        pruned = sum(int((~m).sum()) for m in kept)
+        k = int(torch.randint(pruned, sum(sizes) + 1, (), generator=g))
+        masked = [s.masked_fill(~m, float("-inf")) for s, m in zip(scores, kept)]
+        sources = [lambda check, s=s, m=m: threshold.nonnegative_keys(s.clone(), m, check) for s, m in zip(scores, kept)]
+        got = torch.cat(threshold.lowest_keep_keys(sources, k, sizes, device))
+        assert torch.equal(got, reference(masked, k)), f"trial {trial}"
+        assert not (got & ~torch.cat(kept)).any()  # masks only grow
+
+
+def test_nonnegative_keys_reject_nan_and_negative_scores():
+    keep = torch.ones(3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="NaN"):
+        threshold.nonnegative_keys(torch.tensor([1.0, float("nan"), 0.0]), keep)
+    with pytest.raises(ValueError, match="negative"):
+        threshold.nonnegative_keys(torch.tensor([1.0, -2.0, 0.0]), keep)
+    keys = threshold.nonnegative_keys(torch.tensor([0.0, 2.0, float("inf")]), torch.tensor([True, False, True]))
+    assert keys.dtype == torch.int32 and keys.tolist() == [1, 0, threshold.INF_KEY + 1]

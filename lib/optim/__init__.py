@@ -9,6 +9,17 @@ parameter with fewer than two dimensions) sit in a group without decay.
 and Adam, decoupled decay for the AdamW family; nothing rescales it, nor the
 learning rate.
 
+`kernels="fused"` (the default) gives torch's SGD, Adam and AdamW (and
+AdamWPrune on an Adam or AdamW base) torch's fused kernels: one kernel per
+step instead of several passes per tensor, and on the CPU it also dodges
+`sqrt` being twice as slow on zeros, which pruned moments are full of
+(an AdamW step over a GPT-2-sized stack on two cores here: 52 ms fused,
+147 ms torch's per-tensor loop, 356 ms once half the moments are zero).
+`kernels="torch"` keeps torch's own choice (multi-tensor on a GPU, a loop
+per tensor on the CPU). Parameters that fused kernels cannot take (not
+floating point, or on a device without them) get torch's choice either way.
+AdamWAdv and AdamWSpam have their own multi-tensor steps.
+
 `from_args(args, model)` and `scheduler_from_args(args, optimizer, total_steps)`
 are what a trainer calls with the flags of `lib.cli`; `build_scheduler` and
 `current_lr` come from `lib.optim.schedules`.
@@ -34,6 +45,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
 BASES = tuple(ADAMWPRUNE_CLASSES)  # adam, adamw, adamwadv, adamwspam
 ADAM_FAMILY = OPTIMIZERS[1:]
 ADAMWADV_SCHEDULES = ("cosine", "shared")
+KERNELS = ("fused", "torch")
+FUSED = {"sgd", "adam", "adamw"}  # torch optimizers with fused kernels
 
 # Every setting beyond lr / weight decay / momentum, with its default (the
 # Kconfig defaults of lib/Kconfig.optimizers; the flags of lib/cli.py).
@@ -48,6 +61,7 @@ DEFAULTS = {
     "spam_warmup": 150,
     "spam_clip_delay": 20,
     "base": "adamw",  # AdamWPrune
+    "kernels": "fused",  # fused kernels where torch has them: the same update, fewer memory passes
 }
 
 
@@ -76,18 +90,29 @@ def _check(name: str, lr: float, weight_decay: float, momentum: float, s: dict) 
         raise ValueError(f"Adam epsilon must be positive, got {s['eps']}")
     if s["adamwadv_schedule"] not in ADAMWADV_SCHEDULES:
         raise ValueError(f"unknown AdamWAdv schedule {s['adamwadv_schedule']!r}; valid: {', '.join(ADAMWADV_SCHEDULES)}")
+    if s["kernels"] not in KERNELS:
+        raise ValueError(f"unknown optimizer kernels {s['kernels']!r}; valid: {', '.join(KERNELS)}")
     if name == "adamwprune" and s["base"] not in BASES:
         raise ValueError(f"unknown AdamWPrune base {s['base']!r}; valid: {', '.join(BASES)}")
 
 
+def _fusable(groups: list[dict]) -> bool:
+    """True when torch's fused kernels take every parameter (floating point, on a device that has them)."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return all(p.is_floating_point() and p.device.type in devices for g in groups for p in g["params"])
+
+
 def _make(name: str, groups: list[dict], lr: float, momentum: float, s: dict, cls=None) -> torch.optim.Optimizer:
+    fused = {"fused": True} if name in FUSED and s["kernels"] == "fused" and _fusable(groups) else {}
     adam = dict(lr=lr, betas=tuple(s["betas"]), eps=s["eps"])
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=bool(s["nesterov"]))
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=bool(s["nesterov"]), **fused)
     if name == "adam":
-        return (cls or torch.optim.Adam)(groups, **adam)
+        return (cls or torch.optim.Adam)(groups, **adam, **fused)
     if name == "adamw":
-        return (cls or torch.optim.AdamW)(groups, **adam)
+        return (cls or torch.optim.AdamW)(groups, **adam, **fused)
     if name == "adamwadv":
         return (cls or AdamWAdv)(groups, **adam, clip_norm=s["clip_norm"], cosine=s["adamwadv_schedule"] == "cosine")
     if name == "adamwspam":
@@ -125,6 +150,7 @@ def from_args(args, model: nn.Module) -> torch.optim.Optimizer:
         spam_warmup=getattr(args, "spam_warmup", d["spam_warmup"]),
         spam_clip_delay=getattr(args, "spam_clip_delay", d["spam_clip_delay"]),
         base=getattr(args, "adamwprune_base", d["base"]),
+        kernels=getattr(args, "optimizer_kernels", d["kernels"]),
     )
 
 

@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 from lib.pruning.layer_adaptive import LayerAdaptive
+from lib.pruning.masking import mask_multiply_
 from lib.pruning.schedule import SparsitySchedule
-from lib.pruning.threshold import keep_top, lowest_keep  # noqa: F401  (keep_top is public API)
+from lib.pruning.threshold import keep_top, lowest_keep, lowest_keep_keys, nonnegative_keys  # noqa: F401  (keep_top is public API)
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-CPU_CHUNK = 1 << 20  # elements of the float staging buffer of `mask_multiply_` on the CPU (4 MiB)
 NORM_TYPES = tuple(
     t
     for t in (
@@ -102,41 +102,14 @@ def prunable_parameters(model: nn.Module, include_tied_head: bool = False, **inc
     return [(n, p) for n, p, _, _ in prunable_entries(model, include_tied_head, **include)]
 
 
-@torch.no_grad()
-def mask_multiply_(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
-    """`t *= mask` for every pair, in place, with boolean masks.
-
-    On a GPU this is one multi-tensor kernel. On the CPU, multiplying by a
-    bool tensor first turns the whole mask into a fresh float tensor of the
-    same size, and that allocation costs several times the multiply itself
-    (30 ms against 6 ms for 14M weights on two cores here), so each mask goes
-    through one small float buffer, a chunk at a time. The buffer lives for
-    this call only: no state per parameter is added.
-    """
-    if not tensors:
-        return
-    if tensors[0].device.type != "cpu":
-        torch._foreach_mul_(tensors, masks)
-        return
-    stages: dict[torch.dtype, torch.Tensor] = {}
-    size = min(CPU_CHUNK, max(t.numel() for t in tensors))
-    for t, m in zip(tensors, masks):
-        if not (t.is_contiguous() and m.is_contiguous()):
-            t.mul_(m)
-            continue
-        stage = stages.setdefault(t.dtype, torch.empty(size, dtype=t.dtype))
-        flat_t, flat_m = t.view(-1), m.view(-1)
-        for start in range(0, flat_t.numel(), size):
-            end = min(start + size, flat_t.numel())
-            chunk = stage[: end - start]
-            chunk.copy_(flat_m[start:end])
-            flat_t[start:end].mul_(chunk)
-
-
 class Pruner(ABC):
     """Gradual pruning driven by a `SparsitySchedule`."""
 
     name = "base"
+    # True when score(i) returns a new tensor of non-negative values that the
+    # mask update may overwrite (it then builds its keys in place, see
+    # threshold.nonnegative_keys); False for signed or stored scores.
+    nonnegative_scores = False
 
     def __init__(
         self,
@@ -268,8 +241,12 @@ class Pruner(ABC):
             n_prune = min(max(n_prune, pruned), sum(self.sizes[i] for i in idx))  # masks only grow
             if n_prune == pruned:
                 continue
-            sources = [lambda i=i: self._masked_score(i) for i in idx]
-            keeps = lowest_keep(sources, n_prune, [self.sizes[i] for i in idx], masks[idx[0]].device)
+            sizes, device = [self.sizes[i] for i in idx], masks[idx[0]].device
+            if self.nonnegative_scores:
+                keys = [lambda check, i=i: nonnegative_keys(self.score(i), masks[i], check) for i in idx]
+                keeps = lowest_keep_keys(keys, n_prune, sizes, device)
+            else:
+                keeps = lowest_keep([lambda i=i: self._masked_score(i) for i in idx], n_prune, sizes, device)
             for i, keep in zip(idx, keeps):
                 masks[i].copy_(keep.view_as(masks[i]))
         self.sparsity = sparsity

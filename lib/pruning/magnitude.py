@@ -12,6 +12,7 @@ from lib.pruning.base import Pruner
 
 class MagnitudePruner(Pruner):
     name = "magnitude"
+    nonnegative_scores = True  # |w|, a new tensor each call
 
     def score(self, index):
         return self.params[index][1].detach().abs()

@@ -10,15 +10,18 @@
   `SMALL` entries one stable sort does the same job faster;
 - deterministic: ties at the threshold are pruned in flat index order,
   tensor by tensor in the order given;
-- lean on the CPU: a source may be a callable returning a tensor; on the CPU
-  callables are re-evaluated on each of the three passes, so at most one
-  tensor's scores exist at a time (compute traded for host memory). On CUDA
-  the keys of all sources are held at once for the update (4 bytes per
-  entry, freed after), which turns hundreds of small synchronising passes
-  into a few large ones.
+- bounded memory: a source may be a callable returning a tensor. Its keys
+  are held for the update (4 bytes per entry, freed after); on CUDA as one
+  tensor, which turns hundreds of small synchronising passes into a few large
+  ones. On the CPU, beyond `CPU_HOLD_BYTES` of keys (268M entries) the
+  callables are instead re-evaluated on each of the three passes, so at most
+  one tensor's scores exist at a time (compute traded for host memory).
 
 Scores are compared as float32 (wider or narrower floats are converted first);
 -inf sorts first (already-pruned entries), NaN is an error, -0.0 equals 0.0.
+`lowest_keep_keys` takes key sources instead of scores: a pruner whose scores
+are never negative (magnitude, state) makes its keys with `nonnegative_keys`,
+already-pruned entries below all others, in two in-place passes.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ from typing import Callable, Sequence, Union
 
 import torch
 
+from lib.pruning.masking import mask_multiply_
+
 Source = Union[torch.Tensor, Callable[[], torch.Tensor]]
 
 SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than the radix passes
+CPU_HOLD_BYTES = 1 << 30  # on the CPU, keys up to this size are held for an update; beyond, sources are re-evaluated
+INF_KEY = 0x7F800000  # the bits of +inf: the largest key of a non-negative, non-NaN float32
 _NEG_ZERO_KEY = -1  # the key of -0.0 (bits 0x80000000); mapped to the key of +0.0
 
 
@@ -53,6 +60,31 @@ def order_keys(scores: torch.Tensor, check_nan: bool = True) -> torch.Tensor:
     return keys.masked_fill_(keys == _NEG_ZERO_KEY, 0)  # -0.0 ties with +0.0
 
 
+def nonnegative_keys(scores: torch.Tensor, keep: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """Order keys of non-negative scores, with the entries outside `keep` below all others.
+
+    `scores` is consumed (a float32 result is overwritten in place and
+    returned as int32). Non-negative floats compare like their bit patterns,
+    so kept entries get bits + 1 (>= 1) and the others 0: two in-place
+    passes, against `order_keys`' sign handling plus a -inf fill for pruned
+    entries. With `check`, one min/max pass over the bits first rejects NaN
+    (above the bits of +inf) and negative scores (the sign bit).
+    """
+    x = scores.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    keys = x.contiguous().view(-1).view(torch.int32)
+    if check and keys.numel():
+        low, high = torch.aminmax(keys)
+        if int(high) > INF_KEY:
+            raise ValueError("pruning scores contain NaN; check the weights and the optimizer state for divergence")
+        if int(low) < 0:
+            raise ValueError("a pruning method that promises non-negative scores produced negative ones (or a negative NaN)")
+    keys.add_(1)
+    mask_multiply_([keys], [keep.reshape(-1)])
+    return keys
+
+
 def radix_levels(device: torch.device) -> tuple[tuple[int, int], ...]:
     """(shift, width) of each radix pass over the 32 key bits.
 
@@ -64,34 +96,34 @@ def radix_levels(device: torch.device) -> tuple[tuple[int, int], ...]:
     return ((21, 11), (10, 11), (0, 10)) if device.type == "cuda" else ((16, 16), (0, 16))
 
 
-def _pick(histogram: torch.Tensor, k: int) -> tuple[int, int]:
-    """Bin holding the k-th smallest (1-based) entry, and how many entries lie below that bin."""
+def _pick(histogram: torch.Tensor, k: int) -> tuple[int, int, int]:
+    """Bin holding the k-th smallest (1-based) entry, how many entries lie below that bin, and how many in it."""
     cum = histogram.cumsum(0)
     b = int(torch.searchsorted(cum, torch.tensor([k], dtype=cum.dtype)).item())
-    return b, int(cum[b - 1]) if b > 0 else 0
+    return b, int(cum[b - 1]) if b > 0 else 0, int(histogram[b])
 
 
 KeySource = Callable[[bool], torch.Tensor]  # check_nan -> int32 keys
 
 
-def kth_key(keys: Sequence[KeySource], k: int, device: torch.device) -> tuple[int, int]:
-    """The k-th smallest key (1-based) over all key sources, and how many keys lie below it."""
-    prefix, below = None, 0
+def kth_key(keys: Sequence[KeySource], k: int, device: torch.device) -> tuple[int, int, int]:
+    """The k-th smallest key (1-based) over all key sources, how many keys lie below it, and how many equal it."""
+    prefix, below, equal = None, 0, 0
     for level, (shift, width) in enumerate(radix_levels(device)):
         bins = 1 << width
         hist = None
         for source in keys:
             key = source(level == 0)
             if prefix is None:
-                part = (key >> shift) + bins // 2
+                part = (key >> shift).add_(bins // 2)
             else:
                 part = (key[(key >> (shift + width)) == prefix] >> shift) & (bins - 1)
             h = torch.bincount(part, minlength=bins)
             hist = h if hist is None else hist + h
-        b, under = _pick(hist.cpu(), k - below)
+        b, under, equal = _pick(hist.cpu(), k - below)
         below += under
         prefix = b - bins // 2 if prefix is None else (prefix << width) | b
-    return prefix, below
+    return prefix, below, equal
 
 
 def _keys_of(source: Source) -> KeySource:
@@ -117,35 +149,51 @@ def lowest_keep(
     if sizes is None or device is None:
         first = [s() if callable(s) else s for s in sources]
         sizes, device = [t.numel() for t in first], first[0].device
+    return lowest_keep_keys([_keys_of(s) for s in sources], n_prune, sizes, device)
+
+
+def lowest_keep_keys(keys: Sequence[KeySource], n_prune: int, sizes: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+    """`lowest_keep` over int32 order keys (see `order_keys`) instead of scores.
+
+    Each key source is called with `check_nan` (true on its first call of an
+    update) and returns flat int32 keys; a caller that can make keys more
+    cheaply than `order_keys` (non-negative scores: `nonnegative_keys`)
+    passes them here.
+    """
+    keys = list(keys)
     total = sum(sizes)
     if not 0 <= n_prune <= total:
         raise ValueError(f"cannot prune {n_prune} of {total} entries")
-    if total <= SMALL or len(sources) == 1 or device.type == "cuda":
-        # Hold the keys: one tensor of them (small, single, or on a GPU).
-        keys = [order_keys(s() if callable(s) else s) for s in sources]
-        if total <= SMALL:
-            return _lowest_keep_sorted(keys, n_prune)
-        flat = keys[0] if len(keys) == 1 else torch.cat(keys)
-        del keys
+    if total <= SMALL:
+        return _lowest_keep_sorted([k(True) for k in keys], n_prune)
+    if device.type == "cuda":  # one tensor of keys: a few large passes instead of many small synchronising ones
+        held = [k(True) for k in keys]
+        flat = held[0] if len(held) == 1 else torch.cat(held)
+        del held
         return list(_lowest_keep_radix([_held(flat)], n_prune, device)[0].split(list(sizes)))
-    return _lowest_keep_radix([_keys_of(s) for s in sources], n_prune, device)
+    if len(keys) == 1 or 4 * total <= CPU_HOLD_BYTES:
+        keys = [_held(k(True)) for k in keys]  # each source evaluated once
+    return _lowest_keep_radix(keys, n_prune, device)
 
 
 def _lowest_keep_radix(keys: list[KeySource], n_prune: int, device: torch.device) -> list[torch.Tensor]:
     if n_prune == 0:
         return [torch.ones_like(k(True), dtype=torch.bool) for k in keys]  # still rejects NaN scores
-    threshold, below = kth_key(keys, n_prune, device)
+    threshold, below, equal = kth_key(keys, n_prune, device)
     ties_left = n_prune - below  # >= 1: the k-th entry itself is pruned
     keeps = []
     for source in keys:
         key = source(False)
-        keep = key > threshold
-        if ties_left:
+        if ties_left == equal:  # every remaining tie is pruned (the usual case: one entry at the threshold)
+            keep = key > threshold
+        elif ties_left == 0:  # the quota of ties is used up: the rest stay
+            keep = key >= threshold
+        else:
+            keep = key > threshold
             ties = (key == threshold).nonzero().flatten()
             keep[ties[ties_left:]] = True  # ties beyond the quota stay
             ties_left -= min(ties_left, ties.numel())
-        else:
-            keep |= key == threshold
+            equal -= ties.numel()
         keeps.append(keep)
     return keeps
 

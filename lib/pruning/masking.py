@@ -1,0 +1,44 @@
+"""In-place multiplication of tensors by boolean masks, fast on the CPU too.
+
+`mask_multiply_(tensors, masks)` does `t *= mask` for every pair. On a GPU it
+is one multi-tensor kernel. On the CPU a float-by-bool multiply first turns
+the whole mask into a fresh float tensor of the tensor's size; for large
+tensors that allocation (page faults on fresh memory) costs several times
+the multiply itself (30 ms against 6 ms for one 14M-entry tensor on two
+cores here), so each large mask goes through one small staging buffer of the
+tensor's dtype, a chunk at a time. Tensors up to `CPU_CHUNK` entries go
+through one multi-tensor call instead: their temporary masks come from
+recycled memory, and one call saves the Python loop (LeNet-5's five masks:
+45 us against 118 us). The buffer lives for one call: no state per
+parameter is added.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CPU_CHUNK = 1 << 20  # entries of the CPU staging buffer (4 MiB of float32), and the size up to which no staging is done
+
+
+@torch.no_grad()
+def mask_multiply_(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    """`t *= mask` for every pair, in place; masks are bool tensors of the same shapes."""
+    if not tensors:
+        return
+    if tensors[0].device.type != "cpu":
+        torch._foreach_mul_(tensors, masks)
+        return
+    small = [(t, m) for t, m in zip(tensors, masks) if t.numel() <= CPU_CHUNK or not (t.is_contiguous() and m.is_contiguous())]
+    if small:
+        torch._foreach_mul_([t for t, _ in small], [m for _, m in small])
+    stages: dict[torch.dtype, torch.Tensor] = {}
+    for t, m in zip(tensors, masks):
+        if t.numel() <= CPU_CHUNK or not (t.is_contiguous() and m.is_contiguous()):
+            continue
+        stage = stages.setdefault(t.dtype, torch.empty(CPU_CHUNK, dtype=t.dtype))
+        flat_t, flat_m = t.view(-1), m.view(-1)
+        for start in range(0, flat_t.numel(), CPU_CHUNK):
+            end = min(start + CPU_CHUNK, flat_t.numel())
+            chunk = stage[: end - start]
+            chunk.copy_(flat_m[start:end])
+            flat_t[start:end].mul_(chunk)
