@@ -9,8 +9,11 @@ computed once and reused, so the numbers compare the optimizers, not the
 network. The optimizers take turns inside each repeat, in a fresh random
 order every repeat (so machine load and position effects hit them all alike),
 and the median over repeats is reported as a ratio to AdamW's median: 1.00 =
-as fast as torch's AdamW. `adamw` is torch's AdamW built through lib.optim, so
-its distance from 1.00 shows the noise of the measurement.
+as fast as torch's AdamW. The optimizers are built as the harness builds
+them: torch's SGD, Adam and AdamW (and AdamWPrune on them) with fused kernels
+(OPTIMIZER_KERNELS_FUSED); `adamw[torch]` is the same optimizer with torch's
+own kernels (OPTIMIZER_KERNELS_TORCH), the same class and kernels as the
+reference, so its distance from 1.00 shows the noise of the measurement.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def contenders() -> list[tuple[str, str, dict]]:
     out = [(REFERENCE, "", {})]
     out += [(n, n, {}) for n in optim.OPTIMIZERS if n != "adamwprune"]
     out += [(f"adamwprune[{b}]", "adamwprune", {"base": b}) for b in optim.BASES]
+    out += [("adamw[torch]", "adamw", {"kernels": "torch"})]
     return out
 
 

@@ -1,26 +1,36 @@
 """Cost of each pruning method, side by side in one process, next to torch.nn.utils.prune.
 
     python -m benchmarks.pruning [--device auto] [--models gpt2-stack,lenet5] [--tokens 512]
-                                 [--blocks 12] [--rounds 5] [--steps 3] [--frequency 10] [--sparsity 0.5]
+                                 [--blocks 12] [--rounds 5] [--steps 3] [--frequencies 10,50]
+                                 [--sparsity 0.5] [--kernels fused]
 
 Two models: a GPT-2-sized stack of linear layers (`--blocks` blocks of
 768x2304 qkv, 768x768 attention output, 768x3072 and 3072x768 MLP: 85M
 prunable weights at 12 blocks, trained on `--tokens` random token vectors
 per step) and LeNet-5 (batch of 32 random 32x32 images). For each model every
-method gets its own copy (same initial weights) and AdamW; all copies stay
-alive and are timed round-robin for `--rounds` rounds of `--steps` steps, so
-drift on a shared machine hits them alike; medians are printed.
+method gets its own copy (same initial weights) and the harness's AdamW
+(`lib.optim`, `--kernels` as OPTIMIZER_KERNELS); all copies stay alive and are timed round-robin for `--rounds` rounds of `--steps` steps
+(alternating the order), so drift on a shared machine hits them alike;
+medians are printed.
 
 Per method and model:
-  step ms        a training step with the method's per-step hooks (mask the
-                 gradients, step, re-mask weights and moments; "/upd" rows
-                 re-mask only at mask updates), masks at the target
-                 sparsity, no mask update in the step
-  update ms      one mask update from half the target to the target (exact
+  step ms        a training step with the method's per-step hooks (mask
+                 the gradients, step, and for "/step" rows re-mask weights
+                 and moments), masks at the target sparsity, no mask update
+                 in the step
+  hooks ms       the pruning hooks alone (mask_gradients() and
+                 pruner.step()), timed inside those steps (CUDA events on a
+                 GPU): a direct measurement, where the difference of two
+                 whole steps drowns in the noise of a shared machine (a
+                 GPT-2-stack step on two CPU cores varies by +-20 %)
+  update ms      the median of `--updates` mask updates from half the target to the target (exact
                  global threshold, then zeroing weights and moments); for
                  torch.nn.utils.prune, one global_unstructured L1 call
-  overhead       (step + update / frequency) / dense step - 1: the per-step
-                 cost with a mask update every `--frequency` steps
+  @N             (hooks + update / N) / dense step: the overhead per step
+                 with a mask update every N steps, for each N of
+                 `--frequencies` (PRUNING_FREQUENCY); torch.nn.utils.prune
+                 works inside forward and backward, so its row uses the
+                 step difference in place of the hooks
   bytes/param    pruning state kept between steps per prunable parameter
                  (masks, scores; for torch.nn.utils.prune the float mask
                  buffer plus the materialised masked weight)
@@ -42,17 +52,17 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lenet5.model import LeNet5
-from lib import pruning
+from lib import optim, pruning
 from lib.pruning import SparsitySchedule
 
-# name -> (method, remask); "/upd" rows zero weights and moments only when masks change.
+# name -> (method, remask); "/step" rows also zero weights and moments after every step (--pruning-remask step).
 METHODS = {
     "none": (None, None),
-    "magnitude": ("magnitude", "step"),
-    "magnitude/upd": ("magnitude", "update"),
-    "movement": ("movement", "step"),
-    "state(b7)": ("state", "step"),
-    "state(b7)/upd": ("state", "update"),
+    "magnitude": ("magnitude", "update"),
+    "magnitude/step": ("magnitude", "step"),
+    "movement": ("movement", "update"),
+    "state(b7)": ("state", "update"),
+    "state(b7)/step": ("state", "step"),
     "torch-prune": ("torch-prune", None),
 }
 
@@ -97,12 +107,14 @@ def _sync(device):
 class Case:
     """One method on one copy of a model: its optimizer, pruner and the timings."""
 
-    def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device):
+    def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device, kernels: str, updates: int):
         method, remask = METHODS[label]
         self.label, self.model, self.loss_fn, self.batch, self.device = label, model, loss_fn, batch, device
-        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        self.opt = optim.build("adamw", model, lr=1e-4, weight_decay=0.01, kernels=kernels)
         self.pruner = None
         self.step_times: list[float] = []
+        self.hook_times: list[float] = []  # the pruning hooks inside each timed round, per step
+        self.marks: list = []
         self.step()  # the optimizer state exists before any mask update (state pruning reads it)
         self.update_s = 0.0
         self.bytes_per_param = 0.0
@@ -116,12 +128,19 @@ class Case:
             self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms the kernels up)
             self.pruner.apply_masks()
             self.step()
-            _sync(device)
-            t = time.perf_counter()
-            self.pruner.update_masks(sparsity)
-            self.pruner.apply_masks()
-            _sync(device)
-            self.update_s = time.perf_counter() - t
+            half = [m.clone() for m in self.pruner.mask_list()]
+            times = []
+            for _ in range(updates):  # from the earlier level's masks to the target, the median of `updates`
+                for m, h in zip(self.pruner.mask_list(), half):
+                    m.copy_(h)
+                self.pruner.sparsity = sparsity / 2
+                _sync(device)
+                t = time.perf_counter()
+                self.pruner.update_masks(sparsity)
+                self.pruner.apply_masks()
+                _sync(device)
+                times.append(time.perf_counter() - t)
+            self.update_s = statistics.median(times)
             self.bytes_per_param = self.pruner.state_bytes() / n
         elif method == "torch-prune":
             modules = [m for m in model.modules() if isinstance(m, pruning.base.PRUNABLE_TYPES)]
@@ -139,19 +158,40 @@ class Case:
         loss = self.loss_fn(self.model(x), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.pruner is not None:
-            self.pruner.mask_gradients()
+        if self.pruner is None:
+            self.opt.step()
+            return
+        marks = [self._mark()]
+        self.pruner.mask_gradients()
+        marks.append(self._mark())
         self.opt.step()
-        if self.pruner is not None:
-            self.pruner.step()
+        marks.append(self._mark())
+        self.pruner.step()
+        marks.append(self._mark())
+        self.marks.append(marks)
+
+    def _mark(self):
+        """A point in time: a recorded CUDA event (GPU time, no sync), or the CPU clock."""
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    @staticmethod
+    def _seconds(a, b) -> float:
+        return a.elapsed_time(b) / 1e3 if isinstance(a, torch.cuda.Event) else b - a
 
     def timed(self, steps: int):
+        self.marks = []
         _sync(self.device)
         t = time.perf_counter()
         for _ in range(steps):
             self.step()
         _sync(self.device)
         self.step_times.append((time.perf_counter() - t) / steps)
+        if self.pruner is not None:  # mask_gradients() plus pruner.step(), per step
+            self.hook_times.append(sum(self._seconds(m[0], m[1]) + self._seconds(m[2], m[3]) for m in self.marks) / steps)
 
 
 def build_cases(name: str, args, device) -> list[Case]:
@@ -167,17 +207,23 @@ def build_cases(name: str, args, device) -> list[Case]:
         base = LeNet5().to(device)
         batch = (torch.randn(32, 1, 32, 32, generator=g).to(device), torch.randint(0, 10, (32,), generator=g).to(device))
         loss_fn = F.cross_entropy
-    return [Case(label, copy.deepcopy(base), loss_fn, batch, args.sparsity, device) for label in METHODS]
+    return [Case(label, copy.deepcopy(base), loss_fn, batch, args.sparsity, device, args.kernels, args.updates)
+            for label in METHODS]
 
 
-def report(name: str, cases: list[Case], frequency: int, n_params: int) -> None:
+def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) -> None:
     dense = statistics.median(cases[0].step_times)
-    print(f"\n{name}: {n_params / 1e6:.2f}M prunable weights, mask update every {frequency} steps")
-    print(f"{'method':<14} {'step ms':>9} {'vs dense':>9} {'update ms':>10} {'overhead':>9} {'bytes/param':>12}")
+    print(f"\n{name}: {n_params / 1e6:.2f}M prunable weights")
+    print(f"{'method':<14} {'step ms':>9} {'vs dense':>9} {'hooks ms':>9} {'update ms':>10}"
+          + "".join(f"{'@' + str(f):>8}" for f in frequencies) + f" {'bytes/param':>12}")
     for c in cases:
         step = statistics.median(c.step_times)
-        overhead = (step + c.update_s / frequency) / dense - 1
-        print(f"{c.label:<14} {step * 1e3:9.2f} {step / dense:9.3f} {c.update_s * 1e3:10.1f} {overhead:+9.1%} {c.bytes_per_param:12.2f}")
+        # the hooks timed inside the step; torch.nn.utils.prune works inside forward and backward: the step difference
+        extra = statistics.median(c.hook_times) if c.hook_times else step - dense
+        hooks = f"{extra * 1e3:9.2f}" if c.hook_times else f"{'':>9}"
+        overheads = "".join(f"{(extra + c.update_s / f) / dense:+8.1%}" for f in frequencies)
+        print(f"{c.label:<14} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {c.update_s * 1e3:10.1f}{overheads}"
+              f" {c.bytes_per_param:12.2f}")
 
 
 def main(argv=None) -> None:
@@ -186,21 +232,23 @@ def main(argv=None) -> None:
     p.add_argument("--models", default="gpt2-stack,lenet5")
     p.add_argument("--tokens", type=int, default=512, help="token vectors per step for the GPT-2 stack")
     p.add_argument("--blocks", type=int, default=12)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=3, help="steps per method per round (LeNet-5 uses 20x as many)")
-    p.add_argument("--frequency", type=int, default=10, help="optimizer steps between mask updates")
+    p.add_argument("--rounds", type=int, default=9, help="rounds of timed steps; each method's median round is used")
+    p.add_argument("--steps", type=int, default=1, help="steps per method per round (LeNet-5 uses 50x as many)")
+    p.add_argument("--updates", type=int, default=3, help="timed mask updates per method; the median is used")
+    p.add_argument("--frequencies", default="10,50", help="mask update intervals (optimizer steps) to show the overhead at")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--kernels", default="fused", choices=optim.KERNELS, help="the optimizer's kernels (OPTIMIZER_KERNELS)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-                                f" ({torch.get_num_threads()} threads)") + f", torch {torch.__version__}, sparsity {args.sparsity}")
+                                f" ({torch.get_num_threads()} threads)") + f", torch {torch.__version__}, sparsity {args.sparsity}, {args.kernels} AdamW")
     for name in args.models.split(","):
         cases = build_cases(name, args, device)
-        steps = args.steps * (20 if name == "lenet5" else 1)
+        steps = args.steps * (50 if name == "lenet5" else 1)
         for case in cases:  # warm-up round, not recorded
             case.timed(1)
             case.step_times.clear()
@@ -209,7 +257,7 @@ def main(argv=None) -> None:
             for case in order:
                 case.timed(steps)
         n = sum(p.numel() for _, p in pruning.prunable_parameters(cases[0].model))
-        report(f"{name} ({args.tokens} tokens/step)" if name == "gpt2-stack" else f"{name} (batch 32)", cases, args.frequency, n)
+        report(f"{name} ({args.tokens} tokens/step)" if name == "gpt2-stack" else f"{name} (batch 32)", cases, [int(f) for f in args.frequencies.split(",")], n)
 
 
 if __name__ == "__main__":

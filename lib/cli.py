@@ -120,7 +120,7 @@ def _pruning_flags(g) -> None:
                    help="step: the schedule moves every step, --pruning-frequency counts steps; epoch: per epoch")
     g.add_argument("--pruning-scope", default="global", choices=("global", "layer"),
                    help="magnitude and movement: one global threshold, or every layer at the scheduled level")
-    g.add_argument("--pruning-remask", default="step", choices=pruning.REMASK,
+    g.add_argument("--pruning-remask", default="update", choices=pruning.REMASK,
                    help="zero pruned weights and optimizer moments after every step, or only when masks change")
     g.add_argument("--pruning-variant", default=None, help=f"state pruning: one of {', '.join(pruning.VARIANTS)}")
     g.add_argument("--budget-extension", type=float, default=0.0,

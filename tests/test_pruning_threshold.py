@@ -120,3 +120,15 @@ def test_nonnegative_keys_reject_nan_and_negative_scores():
         threshold.nonnegative_keys(torch.tensor([1.0, -2.0, 0.0]), keep)
     keys = threshold.nonnegative_keys(torch.tensor([0.0, 2.0, float("inf")]), torch.tensor([True, False, True]))
     assert keys.dtype == torch.int32 and keys.tolist() == [1, 0, threshold.INF_KEY + 1]
+
+
+@pytest.mark.parametrize("shift,width", [(0, 16), (10, 11), (0, 10)])
+def test_bin_histogram_equals_selecting_the_bin_even_at_the_int32_ends(shift, width):
+    lo, hi = threshold.INT32_MIN, threshold.INT32_MAX
+    g = torch.Generator().manual_seed(2)
+    edges = torch.tensor([lo, lo + 1, lo + 5000, -1, 0, 1, 70000, hi - 5000, hi - 1, hi], dtype=torch.int32)
+    key = torch.cat([edges, torch.randint(lo, hi, (5000,), generator=g, dtype=torch.int64).to(torch.int32)])
+    for k in edges.tolist():
+        prefix = k >> (shift + width)
+        expected = torch.bincount((key[(key >> (shift + width)) == prefix] >> shift) & ((1 << width) - 1), minlength=1 << width)
+        assert torch.equal(threshold._bin_histogram(key, prefix, shift, width), expected), (k, shift, width)

@@ -44,7 +44,7 @@ def build(
     include_embeddings: bool = False,
     include_norms: bool = False,
     include_biases: bool = False,
-    remask: str = "step",
+    remask: str = "update",
 ) -> Pruner | None:
     """The pruner for `method`.
 
@@ -128,5 +128,5 @@ def from_args(args, model, optimizer, total_steps: int, steps_per_epoch: int = 1
         include_embeddings=_yes(getattr(args, "prune_embeddings", "no")),
         include_norms=_yes(getattr(args, "prune_norms", "no")),
         include_biases=_yes(getattr(args, "prune_biases", "no")),
-        remask=getattr(args, "pruning_remask", "step"),
+        remask=getattr(args, "pruning_remask", "update"),
     )

@@ -9,15 +9,16 @@ checkpoint.pt through `Pruner.state_dict()`. Each optimizer step goes:
     loss.backward()
     pruner.mask_gradients()   # pruned entries get no gradient
     optimizer.step()
-    pruner.step()             # maybe update masks on schedule, then re-mask
-                              # weights and the optimizer's moments
+    pruner.step()             # maybe update masks on schedule; when they
+                              # change, zero weights and the optimizer's moments
 
-so pruned weights stay exactly zero. With `remask="update"` weights and
-moments are zeroed only when masks change: the masked gradient then keeps
-them at exactly zero for every optimizer of lib.optim (all update elementwise
-from the gradient, the weight and moments that are already zero), which
-saves three memory passes per step. A method supplies `score(i)` for its
-i-th tensor: higher means more important. Already-pruned entries score -inf,
+so pruned weights stay exactly zero: between mask updates the masked gradient
+keeps them and their moments at exactly zero for every optimizer of lib.optim
+(all update elementwise from the gradient, the weight and moments that are
+already zero). `remask="step"` re-zeroes them after every step instead, three
+more memory passes per step, for optimizers from elsewhere. A method supplies
+`score(i)` for its i-th tensor: higher means more important. Already-pruned
+entries sort below all others (score -inf, or key 0 for non-negative scores),
 so masks only ever grow. How many entries each tensor loses is the
 allocation: "global" (one exact threshold over all prunable weights),
 "layer" (every tensor at the scheduled level) or "adaptive" (by depth, see
@@ -120,7 +121,7 @@ class Pruner(ABC):
         optimizer: torch.optim.Optimizer | None = None,
         *,
         scope: str = "global",
-        remask: str = "step",
+        remask: str = "update",
         layer_adaptive: LayerAdaptive | None = None,
         include_embeddings: bool = False,
         include_norms: bool = False,
@@ -201,12 +202,9 @@ class Pruner(ABC):
     def apply_masks(self) -> None:
         """Zero pruned weights, and the optimizer's moments for them."""
         masks = self.mask_list()
-        mask_multiply_([p for _, p in self.params], masks)
-        if self.optimizer is None:
-            return
-        tensors, their_masks = [], []
+        tensors, their_masks = [p for _, p in self.params], list(masks)
         for (_, p), mask in zip(self.params, masks):
-            state = self.optimizer.state.get(p)
+            state = self.optimizer.state.get(p) if self.optimizer is not None else None
             if not state:
                 continue
             for key in MOMENT_KEYS:
@@ -214,7 +212,7 @@ class Pruner(ABC):
                 if torch.is_tensor(t) and t.shape == p.shape:
                     tensors.append(t)
                     their_masks.append(mask)
-        mask_multiply_(tensors, their_masks)
+        mask_multiply_(tensors, their_masks)  # one call: one multi-tensor kernel on a GPU
 
     @torch.no_grad()
     def step(self) -> None:

@@ -104,6 +104,24 @@ def _pick(histogram: torch.Tensor, k: int) -> tuple[int, int, int]:
 
 
 KeySource = Callable[[bool], torch.Tensor]  # check_nan -> int32 keys
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _bin_histogram(key: torch.Tensor, prefix: int, shift: int, width: int) -> torch.Tensor:
+    """Histogram of the `width`-bit digit at `shift` over the keys whose higher bits equal `prefix`.
+
+    Without selecting those keys (boolean indexing costs a nonzero pass that
+    is slow on the CPU): keys are clamped to one below and one above the
+    prefix's range, so the others land in two dump bins that are cut off.
+    """
+    unit = 1 << shift
+    lo = prefix << (shift + width)  # the first key with this prefix
+    hi = lo + ((1 << width) << shift)  # one past the last
+    below = lo - unit >= INT32_MIN  # room for a dump bin below (not for the lowest prefix)
+    first = lo - unit if below else lo
+    part = key.clamp(first, min(hi, INT32_MAX)).sub_(first).bitwise_right_shift_(shift)
+    start = 1 if below else 0
+    return torch.bincount(part, minlength=start + (1 << width) + 1)[start : start + (1 << width)]
 
 
 def kth_key(keys: Sequence[KeySource], k: int, device: torch.device) -> tuple[int, int, int]:
@@ -115,10 +133,11 @@ def kth_key(keys: Sequence[KeySource], k: int, device: torch.device) -> tuple[in
         for source in keys:
             key = source(level == 0)
             if prefix is None:
-                part = (key >> shift).add_(bins // 2)
+                h = torch.bincount((key >> shift).add_(bins // 2), minlength=bins)
+            elif device.type == "cuda":  # the few keys in the chosen bin (bincount's atomics choke on dump bins)
+                h = torch.bincount((key[(key >> (shift + width)) == prefix] >> shift) & (bins - 1), minlength=bins)
             else:
-                part = (key[(key >> (shift + width)) == prefix] >> shift) & (bins - 1)
-            h = torch.bincount(part, minlength=bins)
+                h = _bin_histogram(key, prefix, shift, width)
             hist = h if hist is None else hist + h
         b, under, equal = _pick(hist.cpu(), k - below)
         below += under
