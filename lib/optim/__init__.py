@@ -98,9 +98,12 @@ def _check(name: str, lr: float, weight_decay: float, momentum: float, s: dict) 
 
 def _fusable(groups: list[dict]) -> bool:
     """True when torch's fused kernels take every parameter (floating point, on a device that has them)."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    try:  # a private helper of torch's; the devices of torch 2.4+ otherwise
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-    devices = _get_fused_kernels_supported_devices()
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:
+        devices = {"cpu", "cuda"}
     return all(p.is_floating_point() and p.device.type in devices for g in groups for p in g["params"])
 
 

@@ -75,10 +75,10 @@ def nonnegative_keys(scores: torch.Tensor, keep: torch.Tensor, check: bool = Tru
         x = x.float()
     keys = x.contiguous().view(-1).view(torch.int32)
     if check and keys.numel():
-        low, high = torch.aminmax(keys)
-        if int(high) > INF_KEY:
+        low, high = torch.stack(torch.aminmax(keys)).tolist()  # one device sync
+        if high > INF_KEY:
             raise ValueError("pruning scores contain NaN; check the weights and the optimizer state for divergence")
-        if int(low) < 0:
+        if low < 0:
             raise ValueError("a pruning method that promises non-negative scores produced negative ones (or a negative NaN)")
     keys.add_(1)
     mask_multiply_([keys], [keep.reshape(-1)])
