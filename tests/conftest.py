@@ -1,4 +1,4 @@
-"""Shared fixtures: a throw-away copy of the repository to drive `make` in."""
+"""Shared fixtures: a throw-away copy of the repository to drive `make` in, and one torch thread."""
 
 from __future__ import annotations
 
@@ -25,6 +25,17 @@ def source_files() -> list[str]:
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     return [f for f in out.splitlines() if (REPO / f).is_file()]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: tiny tensors (LeNet-5, test models) only gain contention from a second one on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

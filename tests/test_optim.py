@@ -10,14 +10,7 @@ from lib import optim
 
 SPAM_SHORT = dict(spam_interval=7, spam_warmup=4, spam_clip_delay=2)  # resets inside a short test
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: a second intra-op thread only adds contention on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0) -> nn.Module:

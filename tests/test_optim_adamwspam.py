@@ -12,13 +12,7 @@ from lib.optim.adamwspam import AdamWSpam, warmup_factor
 
 BETAS = (0.9, 0.999)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def param(n: int = 8) -> torch.nn.Parameter:

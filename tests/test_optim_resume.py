@@ -19,13 +19,7 @@ from lib.results import read_json
 
 SPAM = dict(spam_interval=10, spam_warmup=6, spam_clip_delay=2, spam_theta=50.0)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def variants():

@@ -10,21 +10,12 @@ import torch
 from lib import checkpoint, engine
 from lenet5 import train as lenet5_train
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
 
 METHODS = {
     "state-bitter7": ["--optimizer", "adamwprune", "--pruning-method", "state", "--pruning-variant", "bitter7"],
     "movement": ["--optimizer", "adamw", "--pruning-method", "movement"],
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """LeNet-5 on 32-image batches runs fastest on one thread, and far faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def args_for(out, method, *extra):

@@ -28,13 +28,14 @@ def mask_multiply_(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> No
     if tensors[0].device.type != "cpu":
         torch._foreach_mul_(tensors, masks)
         return
-    small = [(t, m) for t, m in zip(tensors, masks) if t.numel() <= CPU_CHUNK or not (t.is_contiguous() and m.is_contiguous())]
+    small, large = [], []
+    for t, m in zip(tensors, masks):
+        staged = t.numel() > CPU_CHUNK and t.is_contiguous() and m.is_contiguous()
+        (large if staged else small).append((t, m))
     if small:
         torch._foreach_mul_([t for t, _ in small], [m for _, m in small])
     stages: dict[torch.dtype, torch.Tensor] = {}
-    for t, m in zip(tensors, masks):
-        if t.numel() <= CPU_CHUNK or not (t.is_contiguous() and m.is_contiguous()):
-            continue
+    for t, m in large:
         stage = stages.setdefault(t.dtype, torch.empty(CPU_CHUNK, dtype=t.dtype))
         flat_t, flat_m = t.view(-1), m.view(-1)
         for start in range(0, flat_t.numel(), CPU_CHUNK):
