@@ -234,7 +234,7 @@ def main(argv=None) -> None:
     p.add_argument("--blocks", type=int, default=12)
     p.add_argument("--rounds", type=int, default=9, help="rounds of timed steps; each method's median round is used")
     p.add_argument("--steps", type=int, default=1, help="steps per method per round (LeNet-5 uses 50x as many)")
-    p.add_argument("--updates", type=int, default=3, help="timed mask updates per method; the median is used")
+    p.add_argument("--updates", type=int, default=5, help="timed mask updates per method; the median is used")
     p.add_argument("--frequencies", default="10,50", help="mask update intervals (optimizer steps) to show the overhead at")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -212,3 +212,25 @@ def test_in_place_keys_of_non_negative_scores_give_the_general_paths_masks(metho
             pruner.step()
         masks[fast] = pruner.masks
     assert all(torch.equal(masks[True][n], masks[False][n]) for n in masks[True])
+
+
+@pytest.mark.parametrize("path", ["sort", "radix"])
+def test_masks_of_channels_last_weights_match_the_contiguous_model(path, monkeypatch):
+    """Contiguous masks are written in place by the selection; channels_last ones (not views of a flat mask) by a copy."""
+    if path == "radix":
+        monkeypatch.setattr(threshold, "SMALL", 0)
+    masks = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = optim.build("adamw", model, lr=1e-2)
+        pruner = pruning.build("magnitude", model, SparsitySchedule(0.5, 0, 1), 1, opt)
+        assert pruner.mask_list()[0].is_contiguous() != channels_last
+        model(torch.randn(2, 3, 8, 8)).square().mean().backward()
+        opt.step()
+        pruner.step()
+        masks.append(pruner.masks)
+        assert sum(int((~m).sum()) for m in pruner.mask_list()) == round(0.5 * sum(pruner.sizes))
+    assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])

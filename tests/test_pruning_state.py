@@ -56,11 +56,15 @@ def test_importance_values_spelled_out():
     assert importance("bitter1", w, m, v).item() == 2.0
 
 
-def test_importance_does_not_touch_its_inputs():
-    w, m, v = torch.tensor(W), torch.tensor(M), torch.tensor(V)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_importance_does_not_touch_its_inputs(dtype):
+    w, m, v = (torch.tensor(x, dtype=dtype) for x in (W, M, V))
+    before = [t.clone() for t in (w, m, v)]
     for variant in VARIANTS:
-        importance(variant, w, m, v, structure_weight=S)
-    assert w.tolist() == W and m.tolist() == pytest.approx(M) and v.tolist() == pytest.approx(V)
+        got = importance(variant, w, m, v, structure_weight=S)
+        want = importance(variant, w.float(), m.float(), v.float(), structure_weight=S)
+        assert got.dtype == torch.float32 and torch.equal(got, want)  # other dtypes: the float32 formula of their values
+    assert all(torch.equal(a, b) for a, b in zip((w, m, v), before))
 
 
 def test_unknown_variant_lists_the_valid_ones():

@@ -17,10 +17,20 @@ def reference(tensors, n_prune):
     return keep
 
 
-@pytest.mark.parametrize("path", ["sort", "radix-cpu", "radix-cpu-lean", "radix-cuda"])
+PATHS = ["sort", "radix-cpu", "radix-cpu-flat", "radix-cpu-lean", "radix-cuda"]
+
+
+def force(path, monkeypatch):
+    """Make these small inputs take `path` through lowest_keep_keys."""
+    if path == "radix-cpu-flat":
+        monkeypatch.setattr(threshold, "SMALL_CPU", 0)  # one concatenated tensor of keys, as up to SMALL entries
+    elif path != "sort":
+        monkeypatch.setattr(threshold, "SMALL", 0)  # the radix select over each source
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monkeypatch):
-    if path != "sort":
-        monkeypatch.setattr(threshold, "SMALL", 0)  # force the radix select
+    force(path, monkeypatch)
     if path == "radix-cpu-lean":
         monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)  # re-evaluate the sources on every pass
     # "cuda": the GPU path (keys held at once, 11/11/10-bit passes), run here on CPU tensors
@@ -89,11 +99,13 @@ def test_keys_keep_float_order_for_every_dtype():
     assert torch.equal(order_keys(x.to(torch.bfloat16)), order_keys(x.to(torch.bfloat16).float()))
 
 
-@pytest.mark.parametrize("path", ["sort", "radix-cpu", "radix-cpu-lean", "radix-cuda"])
+@pytest.mark.parametrize("path", PATHS)
 def test_nonnegative_keys_select_like_masked_scores(path, monkeypatch):
-    """Keys made in place from non-negative scores prune what -inf-filled scores prune, pruned entries first."""
-    if path != "sort":
-        monkeypatch.setattr(threshold, "SMALL", 0)
+    """Keys made in place from non-negative scores prune what -inf-filled scores prune, pruned entries first.
+
+    Every other trial writes the masks into `out`: the very masks the key sources read, as Pruner does.
+    """
+    force(path, monkeypatch)
     if path == "radix-cpu-lean":
         monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)
     device = torch.device("cuda" if path == "radix-cuda" else "cpu")
@@ -106,10 +118,15 @@ def test_nonnegative_keys_select_like_masked_scores(path, monkeypatch):
         pruned = sum(int((~m).sum()) for m in kept)
         k = int(torch.randint(pruned, sum(sizes) + 1, (), generator=g))
         masked = [s.masked_fill(~m, float("-inf")) for s, m in zip(scores, kept)]
+        was_kept = torch.cat(kept)
         sources = [lambda check, s=s, m=m: threshold.nonnegative_keys(s.clone(), m, check) for s, m in zip(scores, kept)]
-        got = torch.cat(threshold.lowest_keep_keys(sources, k, sizes, device))
+        out = kept if trial % 2 else None
+        keeps = threshold.lowest_keep_keys(sources, k, sizes, device, out=out)
+        if out is not None:
+            assert all(a is b for a, b in zip(keeps, out))
+        got = torch.cat(keeps)
         assert torch.equal(got, reference(masked, k)), f"trial {trial}"
-        assert not (got & ~torch.cat(kept)).any()  # masks only grow
+        assert not (got & ~was_kept).any()  # masks only grow
 
 
 def test_nonnegative_keys_reject_nan_and_negative_scores():

@@ -235,18 +235,22 @@ class Pruner(ABC):
     def update_masks(self, sparsity: float) -> None:
         masks = self.mask_list()
         for idx, n_prune in self.allocation(sparsity):
-            pruned = sum(int(masks[i].numel() - masks[i].sum()) for i in idx)
+            pruned = sum(masks[i].numel() - int(masks[i].count_nonzero()) for i in idx)
             n_prune = min(max(n_prune, pruned), sum(self.sizes[i] for i in idx))  # masks only grow
             if n_prune == pruned:
                 continue
             sizes, device = [self.sizes[i] for i in idx], masks[idx[0]].device
             if self.nonnegative_scores:
                 keys = [lambda check, i=i: nonnegative_keys(self.score(i), masks[i], check) for i in idx]
-                keeps = lowest_keep_keys(keys, n_prune, sizes, device)
+                # a contiguous mask is written in place (its keys are made before it is written)
+                out = [m.view(-1) if m.is_contiguous() else torch.empty(m.numel(), dtype=torch.bool, device=m.device)
+                       for m in (masks[i] for i in idx)]
+                keeps = lowest_keep_keys(keys, n_prune, sizes, device, out=out)
             else:
                 keeps = lowest_keep([lambda i=i: self._masked_score(i) for i in idx], n_prune, sizes, device)
             for i, keep in zip(idx, keeps):
-                masks[i].copy_(keep.view_as(masks[i]))
+                if keep.data_ptr() != masks[i].data_ptr():
+                    masks[i].copy_(keep.view(masks[i].shape))
         self.sparsity = sparsity
 
     # -- checkpointing and reporting ---------------------------------------------

@@ -72,24 +72,35 @@ def importance(
     structure_weight: float = 1.0,
     eps: float = EPS,
 ) -> torch.Tensor:
-    """Importance of every entry of `weight` under `variant` (a new float32 tensor; higher = keep)."""
+    """Importance of every entry of `weight` under `variant` (a new float32 tensor; higher = keep).
+
+    One new tensor per call, the rest in place: on the CPU a fresh tensor
+    costs page faults comparable to several passes over it (bitter7 on 85M
+    weights: 138 ms against 246 ms with a second temporary). |w| * x is
+    computed as |w * x|, the same float for the x >= 0 every factor here is.
+    """
     check_variant(variant)
-    w = weight.detach().float().abs()
     if variant in ("bitter1", "bitter2"):
-        return w
+        return _abs(weight)
     if exp_avg is None or exp_avg_sq is None:
         raise ValueError(f"{variant} needs the optimizer's exp_avg and exp_avg_sq (formula {VARIANTS[variant].formula})")
-    m, v = exp_avg.detach().float(), exp_avg_sq.detach().float()
+    w = weight.detach()
     if variant == "bitter0":
-        return w * m.abs() * w / (v.sqrt() + eps)
-    if variant in ("bitter3", "bitter4"):
-        return w.mul_(m.abs().add_(eps).sqrt_())
-    # x ** 0.25 as sqrt(sqrt(x)): within an ulp of pow, three times faster on the CPU
-    if variant == "bitter7":
-        return w.mul_(v.abs().add_(eps).sqrt_().sqrt_())
-    if variant == "bitter8":
-        return w.mul_(m.abs().add_(eps).sqrt_()).mul_(structure_weight)
-    return w.mul_(v.abs().sqrt_().sqrt_().add_(eps)).mul_(structure_weight)  # bitter9
+        w = _abs(w)
+        return _abs(exp_avg).mul_(w).mul_(w).div_(exp_avg_sq.detach().float().sqrt().add_(eps))
+    if variant in ("bitter3", "bitter4", "bitter8"):
+        score = _abs(exp_avg).add_(eps).sqrt_().mul_(w).abs_()
+    elif variant == "bitter7":  # x ** 0.25 as sqrt(sqrt(x)): within an ulp of pow, three times faster on the CPU
+        score = _abs(exp_avg_sq).add_(eps).sqrt_().sqrt_().mul_(w).abs_()
+    else:  # bitter9
+        score = _abs(exp_avg_sq).sqrt_().sqrt_().add_(eps).mul_(w).abs_()
+    return score.mul_(structure_weight) if VARIANTS[variant].structure_aware else score
+
+
+def _abs(x: torch.Tensor) -> torch.Tensor:
+    """|x| as a new float32 tensor."""
+    x = x.detach()
+    return x.abs() if x.dtype == torch.float32 else x.float().abs_()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@
   select finds the k-th key (on the CPU two passes of 16 bits, on CUDA three
   of 11/11/10 bits), not `torch.quantile` (refused above 16M elements by
   older releases, seconds on tens of millions) and not sampling; up to
-  `SMALL` entries one stable sort does the same job faster;
+  `SMALL` entries (`SMALL_CPU` on the CPU) one stable sort does the same
+  job faster;
 - deterministic: ties at the threshold are pruned in flat index order,
   tensor by tensor in the order given;
 - bounded memory: a source may be a callable returning a tensor. Its keys
@@ -34,7 +35,9 @@ from lib.pruning.masking import mask_multiply_
 
 Source = Union[torch.Tensor, Callable[[], torch.Tensor]]
 
-SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than the radix passes
+SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than the radix passes (CUDA)
+# On the CPU the radix passes win above about 64K entries (1M: 2.7 against 18 ms; about even at LeNet-5's 62K).
+SMALL_CPU = 1 << 16
 CPU_HOLD_BYTES = 1 << 30  # on the CPU, keys up to this size are held for an update; beyond, sources are re-evaluated
 INF_KEY = 0x7F800000  # the bits of +inf: the largest key of a non-negative, non-NaN float32
 _NEG_ZERO_KEY = -1  # the key of -0.0 (bits 0x80000000); mapped to the key of +0.0
@@ -107,25 +110,34 @@ KeySource = Callable[[bool], torch.Tensor]  # check_nan -> int32 keys
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def _bin_histogram(key: torch.Tensor, prefix: int, shift: int, width: int) -> torch.Tensor:
+def _bin_histogram(key: torch.Tensor, prefix: int, shift: int, width: int, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Histogram of the `width`-bit digit at `shift` over the keys whose higher bits equal `prefix`.
 
     Without selecting those keys (boolean indexing costs a nonzero pass that
     is slow on the CPU): keys are clamped to one below and one above the
     prefix's range, so the others land in two dump bins that are cut off.
+    `scratch` (int32, at least the size of `key`) takes the clamped keys.
     """
     unit = 1 << shift
     lo = prefix << (shift + width)  # the first key with this prefix
     hi = lo + ((1 << width) << shift)  # one past the last
     below = lo - unit >= INT32_MIN  # room for a dump bin below (not for the lowest prefix)
     first = lo - unit if below else lo
-    part = key.clamp(first, min(hi, INT32_MAX)).sub_(first).bitwise_right_shift_(shift)
+    out = None if scratch is None else scratch[: key.numel()]
+    part = torch.clamp(key, first, min(hi, INT32_MAX), out=out).sub_(first).bitwise_right_shift_(shift)
     start = 1 if below else 0
     return torch.bincount(part, minlength=start + (1 << width) + 1)[start : start + (1 << width)]
 
 
-def kth_key(keys: Sequence[KeySource], k: int, device: torch.device) -> tuple[int, int, int]:
-    """The k-th smallest key (1-based) over all key sources, how many keys lie below it, and how many equal it."""
+def kth_key(keys: Sequence[KeySource], k: int, device: torch.device, largest: int = 0) -> tuple[int, int, int]:
+    """The k-th smallest key (1-based) over all key sources, how many keys lie below it, and how many equal it.
+
+    On the CPU, given `largest` (the most keys one source returns), the
+    shifted and clamped keys of every pass go to one scratch tensor of that
+    size instead of a fresh one per source: fresh host memory costs page
+    faults comparable to the pass itself (85M keys: 12 ms against 31 ms).
+    """
+    scratch = torch.empty(largest, dtype=torch.int32) if device.type == "cpu" and largest else None
     prefix, below, equal = None, 0, 0
     for level, (shift, width) in enumerate(radix_levels(device)):
         bins = 1 << width
@@ -133,11 +145,12 @@ def kth_key(keys: Sequence[KeySource], k: int, device: torch.device) -> tuple[in
         for source in keys:
             key = source(level == 0)
             if prefix is None:
-                h = torch.bincount((key >> shift).add_(bins // 2), minlength=bins)
+                out = None if scratch is None else scratch[: key.numel()]
+                h = torch.bincount(torch.bitwise_right_shift(key, shift, out=out).add_(bins // 2), minlength=bins)
             elif device.type == "cuda":  # the few keys in the chosen bin (bincount's atomics choke on dump bins)
                 h = torch.bincount((key[(key >> (shift + width)) == prefix] >> shift) & (bins - 1), minlength=bins)
             else:
-                h = _bin_histogram(key, prefix, shift, width)
+                h = _bin_histogram(key, prefix, shift, width, scratch)
             hist = h if hist is None else hist + h
         b, under, equal = _pick(hist.cpu(), k - below)
         below += under
@@ -171,44 +184,67 @@ def lowest_keep(
     return lowest_keep_keys([_keys_of(s) for s in sources], n_prune, sizes, device)
 
 
-def lowest_keep_keys(keys: Sequence[KeySource], n_prune: int, sizes: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+def lowest_keep_keys(
+    keys: Sequence[KeySource],
+    n_prune: int,
+    sizes: Sequence[int],
+    device: torch.device,
+    out: Sequence[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
     """`lowest_keep` over int32 order keys (see `order_keys`) instead of scores.
 
     Each key source is called with `check_nan` (true on its first call of an
     update) and returns flat int32 keys; a caller that can make keys more
     cheaply than `order_keys` (non-negative scores: `nonnegative_keys`)
-    passes them here.
+    passes them here. `out` (flat bool tensors, one per source) receives the
+    keep-masks, which are then returned: on the CPU the last pass writes
+    them directly, without a fresh mask to copy from. A source's keys are
+    always made before its `out` is written, so `out` may be the masks the
+    sources read.
     """
     keys = list(keys)
     total = sum(sizes)
     if not 0 <= n_prune <= total:
         raise ValueError(f"cannot prune {n_prune} of {total} entries")
-    if total <= SMALL:
-        return _lowest_keep_sorted([k(True) for k in keys], n_prune)
-    if device.type == "cuda":  # one tensor of keys: a few large passes instead of many small synchronising ones
+    cpu = device.type == "cpu"
+    if total <= (min(SMALL, SMALL_CPU) if cpu else SMALL):
+        keeps = _lowest_keep_sorted([k(True) for k in keys], n_prune)
+    elif not cpu or total <= SMALL:
+        # one tensor of keys: a few large passes instead of many small ones (synchronising on CUDA;
+        # on the CPU each source's passes cost a 65536-bin histogram, more than LeNet-5's keys themselves)
         held = [k(True) for k in keys]
         flat = held[0] if len(held) == 1 else torch.cat(held)
         del held
-        return list(_lowest_keep_radix([_held(flat)], n_prune, device)[0].split(list(sizes)))
-    if len(keys) == 1 or 4 * total <= CPU_HOLD_BYTES:
-        keys = [_held(k(True)) for k in keys]  # each source evaluated once
-    return _lowest_keep_radix(keys, n_prune, device)
+        keeps = list(_lowest_keep_radix([_held(flat)], n_prune, device, [total])[0].split(list(sizes)))
+    else:
+        if len(keys) == 1 or 4 * total <= CPU_HOLD_BYTES:
+            keys = [_held(k(True)) for k in keys]  # each source evaluated once
+        return _lowest_keep_radix(keys, n_prune, device, sizes, out)
+    if out is None:
+        return keeps
+    for o, keep in zip(out, keeps):
+        o.copy_(keep)
+    return list(out)
 
 
-def _lowest_keep_radix(keys: list[KeySource], n_prune: int, device: torch.device) -> list[torch.Tensor]:
+def _lowest_keep_radix(
+    keys: list[KeySource], n_prune: int, device: torch.device, sizes: Sequence[int], out: Sequence[torch.Tensor] | None = None
+) -> list[torch.Tensor]:
+    outs = list(out) if out is not None else [None] * len(keys)
     if n_prune == 0:
-        return [torch.ones_like(k(True), dtype=torch.bool) for k in keys]  # still rejects NaN scores
-    threshold, below, equal = kth_key(keys, n_prune, device)
+        keeps = [torch.ones_like(k(True), dtype=torch.bool) for k in keys]  # still rejects NaN scores
+        return keeps if out is None else [o.copy_(keep) for o, keep in zip(outs, keeps)]
+    threshold, below, equal = kth_key(keys, n_prune, device, max(sizes))
     ties_left = n_prune - below  # >= 1: the k-th entry itself is pruned
     keeps = []
-    for source in keys:
+    for source, o in zip(keys, outs):
         key = source(False)
         if ties_left == equal:  # every remaining tie is pruned (the usual case: one entry at the threshold)
-            keep = key > threshold
+            keep = torch.gt(key, threshold, out=o)
         elif ties_left == 0:  # the quota of ties is used up: the rest stay
-            keep = key >= threshold
+            keep = torch.ge(key, threshold, out=o)
         else:
-            keep = key > threshold
+            keep = torch.gt(key, threshold, out=o)
             ties = (key == threshold).nonzero().flatten()
             keep[ties[ties_left:]] = True  # ties beyond the quota stay
             ties_left -= min(ties_left, ties.numel())
@@ -218,7 +254,7 @@ def _lowest_keep_radix(keys: list[KeySource], n_prune: int, device: torch.device
 
 
 def _lowest_keep_sorted(keys: list[torch.Tensor], n_prune: int) -> list[torch.Tensor]:
-    """The same result by one stable sort (cheaper up to `SMALL` entries)."""
+    """The same result by one stable sort (cheaper up to `SMALL` or `SMALL_CPU` entries)."""
     flat = torch.cat(keys)
     order = torch.sort(flat, stable=True).indices
     keep = torch.ones_like(flat, dtype=torch.bool)
