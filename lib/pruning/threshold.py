@@ -36,8 +36,8 @@ from lib.pruning.masking import mask_multiply_
 Source = Union[torch.Tensor, Callable[[], torch.Tensor]]
 
 SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than the radix passes (CUDA)
-# On the CPU the radix passes win above about 64K entries (1M: 2.7 against 18 ms; about even at LeNet-5's 62K).
-SMALL_CPU = 1 << 16
+# On the CPU the radix passes win from about 8K entries (LeNet-5's 62K: 0.2-0.3 against 0.3-0.8 ms; 1M: 2-3 against 15-18 ms).
+SMALL_CPU = 1 << 13
 CPU_HOLD_BYTES = 1 << 30  # on the CPU, keys up to this size are held for an update; beyond, sources are re-evaluated
 INF_KEY = 0x7F800000  # the bits of +inf: the largest key of a non-negative, non-NaN float32
 _NEG_ZERO_KEY = -1  # the key of -0.0 (bits 0x80000000); mapped to the key of +0.0
