@@ -12,8 +12,8 @@ cores here), so each large mask goes through one small staging buffer of the
 tensor's dtype, a chunk at a time. Tensors up to `CPU_CHUNK` entries go
 through one multi-tensor call instead: their temporary masks come from
 recycled memory, and one call saves the Python loop (LeNet-5's five masks:
-45 us against 118 us). The buffer lives for one call: no state per
-parameter is added.
+16 us, against 27 us read as bool and 118 us in a loop). The buffer lives
+for one call: no state per parameter is added.
 """
 
 from __future__ import annotations
