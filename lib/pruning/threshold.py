@@ -12,9 +12,9 @@
 - deterministic: ties at the threshold are pruned in flat index order,
   tensor by tensor in the order given;
 - bounded memory: a source may be a callable returning a tensor. Its keys
-  are held for the update (4 bytes per entry, freed after); on CUDA as one
-  tensor, which turns hundreds of small synchronising passes into a few large
-  ones. On the CPU, beyond `CPU_HOLD_BYTES` of keys (268M entries) the
+  are held for the update (4 bytes per entry, freed after); on CUDA, and on
+  the CPU up to `SMALL` entries, as one tensor, which turns hundreds of small
+  passes (synchronising on CUDA) into a few large ones. On the CPU, beyond `CPU_HOLD_BYTES` of keys (268M entries) the
   callables are instead re-evaluated on each of the three passes, so at most
   one tensor's scores exist at a time (compute traded for host memory).
 
