@@ -14,9 +14,10 @@
 - bounded memory: a source may be a callable returning a tensor. Its keys
   are held for the update (4 bytes per entry, freed after); on CUDA, and on
   the CPU up to `SMALL` entries, as one tensor, which turns hundreds of small
-  passes (synchronising on CUDA) into a few large ones. On the CPU, beyond `CPU_HOLD_BYTES` of keys (268M entries) the
-  callables are instead re-evaluated on each of the three passes, so at most
-  one tensor's scores exist at a time (compute traded for host memory).
+  passes (synchronising on CUDA) into a few large ones. On the CPU, beyond
+  `CPU_HOLD_BYTES` of keys (268M entries) the callables are instead
+  re-evaluated on each of the three passes, so at most one tensor's scores
+  exist at a time (compute traded for host memory).
 
 Scores are compared as float32 (wider or narrower floats are converted first);
 -inf sorts first (already-pruned entries), NaN is an error, -0.0 equals 0.0.
@@ -215,11 +216,11 @@ def lowest_keep_keys(
         held = [k(True) for k in keys]
         flat = held[0] if len(held) == 1 else torch.cat(held)
         del held
-        keeps = list(_lowest_keep_radix([_held(flat)], n_prune, device, [total])[0].split(list(sizes)))
+        keeps = list(_lowest_keep_radix([_held(flat)], n_prune, device, total)[0].split(list(sizes)))
     else:
         if len(keys) == 1 or 4 * total <= CPU_HOLD_BYTES:
             keys = [_held(k(True)) for k in keys]  # each source evaluated once
-        return _lowest_keep_radix(keys, n_prune, device, sizes, out)
+        return _lowest_keep_radix(keys, n_prune, device, max(sizes), out)
     if out is None:
         return keeps
     for o, keep in zip(out, keeps):
@@ -228,13 +229,13 @@ def lowest_keep_keys(
 
 
 def _lowest_keep_radix(
-    keys: list[KeySource], n_prune: int, device: torch.device, sizes: Sequence[int], out: Sequence[torch.Tensor] | None = None
+    keys: list[KeySource], n_prune: int, device: torch.device, largest: int, out: Sequence[torch.Tensor] | None = None
 ) -> list[torch.Tensor]:
     outs = list(out) if out is not None else [None] * len(keys)
     if n_prune == 0:
         keeps = [torch.ones_like(k(True), dtype=torch.bool) for k in keys]  # still rejects NaN scores
         return keeps if out is None else [o.copy_(keep) for o, keep in zip(outs, keeps)]
-    threshold, below, equal = kth_key(keys, n_prune, device, max(sizes))
+    threshold, below, equal = kth_key(keys, n_prune, device, largest)
     ties_left = n_prune - below  # >= 1: the k-th entry itself is pruned
     keeps = []
     for source, o in zip(keys, outs):
