@@ -18,11 +18,17 @@ Per method and model:
                  the gradients, step, and for "/step" rows re-mask weights
                  and moments), masks at the target sparsity, no mask update
                  in the step
-  hooks ms       the pruning hooks alone (mask_gradients() and
-                 pruner.step()), timed inside those steps (CUDA events on a
-                 GPU): a direct measurement, where the difference of two
-                 whole steps drowns in the noise of a shared machine (a
-                 GPT-2-stack step on two CPU cores varies by +-20 %)
+  hooks ms       what the hooks (mask_gradients() and pruner.step()) add
+                 to a step: the time from the end of backward to the end
+                 of the step, less the dense model's (CUDA events on a
+                 GPU). Not the time inside the hooks alone: whatever runs
+                 first after backward pays for caches that backward
+                 evicted, and without pruning the optimizer step pays it
+                 (LeNet-5 on the CPU: a first tiny operation takes 30 us
+                 instead of 3). Not whole steps either: their difference
+                 drowns in the noise of a shared machine (a GPT-2-stack
+                 step on two CPU cores varies by +-20 %)
+  in-hook ms     the time inside the hooks alone, for comparison
   update ms      the median of `--updates` mask updates from half the target to the target (exact
                  global threshold, then zeroing weights and moments); for
                  torch.nn.utils.prune, one global_unstructured L1 call
@@ -113,7 +119,8 @@ class Case:
         self.opt = optim.build("adamw", model, lr=1e-4, weight_decay=0.01, kernels=kernels)
         self.pruner = None
         self.step_times: list[float] = []
-        self.hook_times: list[float] = []  # the pruning hooks inside each timed round, per step
+        self.tail_times: list[float] = []  # end of backward to end of step, per step of each timed round
+        self.hook_times: list[float] = []  # the pruning hooks alone inside each timed round, per step
         self.marks: list = []
         self.step()  # the optimizer state exists before any mask update (state pruning reads it)
         self.update_s = 0.0
@@ -158,15 +165,14 @@ class Case:
         loss = self.loss_fn(self.model(x), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.pruner is None:
-            self.opt.step()
-            return
         marks = [self._mark()]
-        self.pruner.mask_gradients()
+        if self.pruner is not None:
+            self.pruner.mask_gradients()
         marks.append(self._mark())
         self.opt.step()
         marks.append(self._mark())
-        self.pruner.step()
+        if self.pruner is not None:
+            self.pruner.step()
         marks.append(self._mark())
         self.marks.append(marks)
 
@@ -190,8 +196,9 @@ class Case:
             self.step()
         _sync(self.device)
         self.step_times.append((time.perf_counter() - t) / steps)
-        if self.pruner is not None:  # mask_gradients() plus pruner.step(), per step
-            self.hook_times.append(sum(self._seconds(m[0], m[1]) + self._seconds(m[2], m[3]) for m in self.marks) / steps)
+        # from the end of backward to the end of the step, and the hooks alone (mask_gradients() plus pruner.step())
+        self.tail_times.append(sum(self._seconds(m[0], m[3]) for m in self.marks) / steps)
+        self.hook_times.append(sum(self._seconds(m[0], m[1]) + self._seconds(m[2], m[3]) for m in self.marks) / steps)
 
 
 def build_cases(name: str, args, device) -> list[Case]:
@@ -212,17 +219,19 @@ def build_cases(name: str, args, device) -> list[Case]:
 
 
 def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) -> None:
-    dense = statistics.median(cases[0].step_times)
+    dense, dense_tail = statistics.median(cases[0].step_times), statistics.median(cases[0].tail_times)
     print(f"\n{name}: {n_params / 1e6:.2f}M prunable weights")
-    print(f"{'method':<14} {'step ms':>9} {'vs dense':>9} {'hooks ms':>9} {'update ms':>10}"
+    print(f"{'method':<14} {'step ms':>9} {'vs dense':>9} {'hooks ms':>9} {'in-hook ms':>11} {'update ms':>10}"
           + "".join(f"{'@' + str(f):>8}" for f in frequencies) + f" {'bytes/param':>12}")
     for c in cases:
         step = statistics.median(c.step_times)
-        # the hooks timed inside the step; torch.nn.utils.prune works inside forward and backward: the step difference
-        extra = statistics.median(c.hook_times) if c.hook_times else step - dense
-        hooks = f"{extra * 1e3:9.2f}" if c.hook_times else f"{'':>9}"
+        if c.pruner is not None:  # what the hooks add to the end of the step, and the time spent inside them
+            extra, inside = statistics.median(c.tail_times) - dense_tail, f"{statistics.median(c.hook_times) * 1e3:11.2f}"
+        else:  # dense; torch.nn.utils.prune works inside forward and backward: the whole-step difference
+            extra, inside = step - dense, f"{'':>11}"
+        hooks = f"{extra * 1e3:9.2f}" if c is not cases[0] else f"{'':>9}"
         overheads = "".join(f"{(extra + c.update_s / f) / dense:+8.1%}" for f in frequencies)
-        print(f"{c.label:<14} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {c.update_s * 1e3:10.1f}{overheads}"
+        print(f"{c.label:<14} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {inside} {c.update_s * 1e3:10.1f}{overheads}"
               f" {c.bytes_per_param:12.2f}")
 
 
@@ -251,7 +260,8 @@ def main(argv=None) -> None:
         steps = args.steps * (50 if name == "lenet5" else 1)
         for case in cases:  # warm-up round, not recorded
             case.timed(1)
-            case.step_times.clear()
+            for times in (case.step_times, case.tail_times, case.hook_times):
+                times.clear()
         for r in range(args.rounds):
             order = cases if r % 2 == 0 else cases[::-1]  # ABBA: drift hits every method alike
             for case in order:

@@ -189,12 +189,21 @@ def test_remask_mode_is_checked():
         pruning.build("magnitude", Net(), SparsitySchedule(0.5, 0, 1), remask="sometimes")
 
 
+# Settings of the selection, from the smallest to the largest models' paths.
+KEY_PATHS = {
+    "group-sorted": {},  # one flat key tensor for the whole group, then a stable sort
+    "group-radix": {"SMALL_CPU": 0},  # one flat key tensor, radix select
+    "per-tensor": {"SMALL": 0},  # keys per tensor in one shared buffer, made again on each radix pass
+}
+
+
+@pytest.mark.parametrize("path", KEY_PATHS)
 @pytest.mark.parametrize("method,kw", [("magnitude", {}), ("magnitude", {"scope": "layer"}),
                                        ("state", {"variant": "bitter7"}), ("state", {"variant": "bitter4"})])
-def test_in_place_keys_of_non_negative_scores_give_the_general_paths_masks(method, kw, monkeypatch):
+def test_in_place_keys_of_non_negative_scores_give_the_general_paths_masks(method, kw, path, monkeypatch):
     """Magnitude and state build keys in place (nonnegative_scores); the -inf-filled scores give the same masks."""
-    monkeypatch.setattr(threshold, "SMALL", 0)  # the radix select,
-    monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)  # re-evaluating the sources on each pass
+    for name, value in KEY_PATHS[path].items():
+        monkeypatch.setattr(threshold, name, value)
     masks = {}
     for fast in (True, False):
         torch.manual_seed(0)
@@ -234,3 +243,39 @@ def test_masks_of_channels_last_weights_match_the_contiguous_model(path, monkeyp
         masks.append(pruner.masks)
         assert sum(int((~m).sum()) for m in pruner.mask_list()) == round(0.5 * sum(pruner.sizes))
     assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+
+
+def test_gradient_masking_skips_parameters_without_gradients_and_follows_replaced_buffers():
+    torch.manual_seed(0)
+    model = Net()
+    pruner = pruning.build("magnitude", model, SparsitySchedule(0.5, 0, 1), 1)
+    pruner.update_masks(0.5)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    model.attn.weight.grad = None  # took no part in this backward
+    pruner.mask_gradients()
+    assert model.attn.weight.grad is None
+    assert torch.equal(model.mlp.weight.grad, model.mlp.pruning_mask_weight.float())
+    # a buffer replaced by a new tensor (as model.to(device) does) is what the next masking reads
+    model.mlp.pruning_mask_weight = torch.zeros_like(model.mlp.pruning_mask_weight)
+    model.mlp.weight.grad = torch.ones_like(model.mlp.weight)
+    pruner.mask_gradients()
+    assert not model.mlp.weight.grad.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("method,kw", [("magnitude", {})] + [("state", {"variant": v}) for v in VARIANTS])
+def test_scores_written_into_a_buffer_equal_the_returned_scores(method, kw, dtype):
+    """score_into fills a flat float32 slice (the shared buffer of the mask update) with exactly score()."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).to(memory_format=torch.channels_last)
+    model = model.to(dtype)
+    opt = optim.build("adamw", model, lr=1e-2)
+    model(torch.randn(2, 3, 8, 8, dtype=dtype)).float().square().mean().backward()
+    opt.step()
+    pruner = pruning.build(method, model, SparsitySchedule(0.5, 0, 1), 1, opt, **kw)
+    buf = torch.full((max(pruner.sizes) + 3,), float("nan"))
+    for i, n in enumerate(pruner.sizes):
+        got = pruner.score_into(i, buf[:n])
+        assert got.data_ptr() == buf.data_ptr() and got.shape == (n,)
+        assert torch.equal(got, pruner.score(i).reshape(-1))

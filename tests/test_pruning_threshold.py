@@ -17,7 +17,7 @@ def reference(tensors, n_prune):
     return keep
 
 
-PATHS = ["sort", "radix-cpu", "radix-cpu-flat", "radix-cpu-lean", "radix-cuda"]
+PATHS = ["sort", "radix-cpu", "radix-cpu-flat", "radix-cuda"]
 
 
 def force(path, monkeypatch):
@@ -31,8 +31,6 @@ def force(path, monkeypatch):
 @pytest.mark.parametrize("path", PATHS)
 def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monkeypatch):
     force(path, monkeypatch)
-    if path == "radix-cpu-lean":
-        monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)  # re-evaluate the sources on every pass
     # "cuda": the GPU path (keys held at once, 11/11/10-bit passes), run here on CPU tensors
     device = torch.device("cuda" if path == "radix-cuda" else "cpu")
     g = torch.Generator().manual_seed(0)
@@ -47,11 +45,11 @@ def test_matches_a_stable_sort_with_ties_infinities_and_signed_zeros(path, monke
         assert torch.equal(got, reference(tensors, k)), f"trial {trial}"
 
 
-@pytest.mark.parametrize("hold_bytes,evaluations", [(1 << 30, 1), (0, 3)])
-def test_callables_are_evaluated_once_when_held_else_per_pass_with_the_same_masks(hold_bytes, evaluations, monkeypatch):
+@pytest.mark.parametrize("device,sources,evaluations", [("cpu", 3, 3), ("cpu", 1, 1), ("cuda", 3, 1)])
+def test_callables_are_evaluated_per_pass_on_the_cpu_else_once_with_the_same_masks(device, sources, evaluations, monkeypatch):
+    """The CPU calls several sources on each pass (histogram of the high bits, of the low bits, then the masks)."""
     monkeypatch.setattr(threshold, "SMALL", 0)
-    monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", hold_bytes)
-    tensors = [torch.randn(1000, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    tensors = [torch.randn(1000, generator=torch.Generator().manual_seed(i)) for i in range(sources)]
     calls = []
 
     def source(i):
@@ -60,10 +58,12 @@ def test_callables_are_evaluated_once_when_held_else_per_pass_with_the_same_mask
             return tensors[i]
         return f
 
-    lazy = lowest_keep([source(i) for i in range(3)], 1234, sizes=[1000] * 3, device=torch.device("cpu"))
-    eager = lowest_keep(tensors, 1234)
+    # "cuda": the GPU path (keys held as one tensor), run here on CPU tensors
+    lazy = lowest_keep([source(i) for i in range(sources)], 1234 * sources // 3, [1000] * sources, torch.device(device))
+    eager = lowest_keep(tensors, 1234 * sources // 3)
     assert all(torch.equal(a, b) for a, b in zip(lazy, eager))
-    assert calls.count(0) == evaluations  # re-evaluated: histogram of the high bits, of the low bits, then the masks
+    assert calls.count(0) == evaluations
+    assert threshold.reevaluates(1000 * sources, sources, torch.device(device)) == (evaluations == 3)
 
 
 def test_exact_above_the_sixteen_million_elements_quantile_refuses():
@@ -106,8 +106,6 @@ def test_nonnegative_keys_select_like_masked_scores(path, monkeypatch):
     Every other trial writes the masks into `out`: the very masks the key sources read, as Pruner does.
     """
     force(path, monkeypatch)
-    if path == "radix-cpu-lean":
-        monkeypatch.setattr(threshold, "CPU_HOLD_BYTES", 0)
     device = torch.device("cuda" if path == "radix-cuda" else "cpu")
     g = torch.Generator().manual_seed(1)
     for trial in range(100):

@@ -7,6 +7,8 @@ scheduled level.
 
 from __future__ import annotations
 
+import torch
+
 from lib.pruning.base import Pruner
 
 
@@ -16,3 +18,9 @@ class MagnitudePruner(Pruner):
 
     def score(self, index):
         return self.params[index][1].detach().abs()
+
+    def score_into(self, index, out):
+        w = self.params[index][1].detach()
+        if w.dtype == torch.float32:
+            return torch.abs(w, out=out.view(w.shape)).view(-1)
+        return out.copy_(w.reshape(-1)).abs_()

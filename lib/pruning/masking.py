@@ -23,17 +23,31 @@ import torch
 CPU_CHUNK = 1 << 20  # entries of the CPU staging buffer (4 MiB of float32), and the size up to which no staging is done
 
 
+def multiplier_factors(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """What the multiply reads for each bool mask: a uint8 view on the CPU (the same bytes), the mask elsewhere."""
+    return [m.view(torch.uint8) if m.dtype == torch.bool and m.device.type == "cpu" else m for m in masks]
+
+
 @torch.no_grad()
 def mask_multiply_(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
     """`t *= mask` for every pair, in place; masks are bool tensors of the same shapes."""
+    multiply_by_factors_(tensors, multiplier_factors(masks))
+
+
+def multiply_by_factors_(tensors: list[torch.Tensor], factors: list[torch.Tensor]) -> None:
+    """`mask_multiply_` with the masks already as `multiplier_factors`, outside any no_grad context.
+
+    For tensors autograd does not track (gradients), where it runs after
+    every backward: a caller keeps the factors, and small tensors go
+    straight to one multi-tensor call.
+    """
     if not tensors:
         return
-    if tensors[0].device.type != "cpu":
-        torch._foreach_mul_(tensors, masks)
+    if tensors[0].device.type != "cpu" or all(t.numel() <= CPU_CHUNK for t in tensors):
+        torch._foreach_mul_(tensors, factors)
         return
     small, large = [], []
-    for t, m in zip(tensors, masks):
-        m = m.view(torch.uint8) if m.dtype == torch.bool else m
+    for t, m in zip(tensors, factors):
         staged = t.numel() > CPU_CHUNK and t.is_contiguous() and m.is_contiguous()
         (large if staged else small).append((t, m))
     if small:

@@ -11,13 +11,14 @@
   job faster;
 - deterministic: ties at the threshold are pruned in flat index order,
   tensor by tensor in the order given;
-- bounded memory: a source may be a callable returning a tensor. Its keys
-  are held for the update (4 bytes per entry, freed after); on CUDA, and on
-  the CPU up to `SMALL` entries, as one tensor, which turns hundreds of small
-  passes (synchronising on CUDA) into a few large ones. On the CPU, beyond
-  `CPU_HOLD_BYTES` of keys (268M entries) the callables are instead
-  re-evaluated on each of the three passes, so at most one tensor's scores
-  exist at a time (compute traded for host memory).
+- bounded memory: a source may be a callable returning a tensor. On CUDA,
+  and on the CPU up to `SMALL` entries, the keys of all sources are held
+  for the update as one tensor (4 bytes per entry, freed after), which turns
+  hundreds of small passes (synchronising on CUDA) into a few large ones.
+  Beyond, the CPU calls each source again on each of the three passes, so
+  one tensor's keys exist at a time and a caller may make them all in one
+  buffer (`reevaluates`): holding 85M keys instead cost as much in page
+  faults (70 000 per update) as the recomputation, and varied twice as much.
 
 Scores are compared as float32 (wider or narrower floats are converted first);
 -inf sorts first (already-pruned entries), NaN is an error, -0.0 equals 0.0.
@@ -39,7 +40,6 @@ Source = Union[torch.Tensor, Callable[[], torch.Tensor]]
 SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than the radix passes (CUDA)
 # On the CPU the radix passes win from about 8K entries (LeNet-5's 62K: 0.2-0.3 against 0.3-0.8 ms; 1M: 2-3 against 15-18 ms).
 SMALL_CPU = 1 << 13
-CPU_HOLD_BYTES = 1 << 30  # on the CPU, keys up to this size are held for an update; beyond, sources are re-evaluated
 INF_KEY = 0x7F800000  # the bits of +inf: the largest key of a non-negative, non-NaN float32
 _NEG_ZERO_KEY = -1  # the key of -0.0 (bits 0x80000000); mapped to the key of +0.0
 
@@ -185,6 +185,20 @@ def lowest_keep(
     return lowest_keep_keys([_keys_of(s) for s in sources], n_prune, sizes, device)
 
 
+def holds_one_tensor(total: int, device: torch.device) -> bool:
+    """Whether the selection over `total` entries on `device` concatenates the keys of all sources into one tensor."""
+    return device.type != "cpu" or total <= SMALL
+
+
+def reevaluates(total: int, sources: int, device: torch.device) -> bool:
+    """Whether the selection calls each of `sources` key sources once per pass (three times), not once.
+
+    A caller may then let every source write into one shared buffer: each
+    source's keys are used up before the next source is called.
+    """
+    return not holds_one_tensor(total, device) and sources > 1
+
+
 def lowest_keep_keys(
     keys: Sequence[KeySource],
     n_prune: int,
@@ -210,7 +224,7 @@ def lowest_keep_keys(
     cpu = device.type == "cpu"
     if total <= (min(SMALL, SMALL_CPU) if cpu else SMALL):
         keeps = _lowest_keep_sorted([k(True) for k in keys], n_prune)
-    elif not cpu or total <= SMALL:
+    elif holds_one_tensor(total, device):
         # one tensor of keys: a few large passes instead of many small ones (synchronising on CUDA;
         # on the CPU each source's passes cost a 65536-bin histogram, more than LeNet-5's keys themselves)
         held = [k(True) for k in keys]
@@ -218,8 +232,8 @@ def lowest_keep_keys(
         del held
         keeps = list(_lowest_keep_radix([_held(flat)], n_prune, device, total)[0].split(list(sizes)))
     else:
-        if len(keys) == 1 or 4 * total <= CPU_HOLD_BYTES:
-            keys = [_held(k(True)) for k in keys]  # each source evaluated once
+        if not reevaluates(total, len(keys), device):
+            keys = [_held(keys[0](True))]  # one source: its keys are made once
         return _lowest_keep_radix(keys, n_prune, device, max(sizes), out)
     if out is None:
         return keeps
