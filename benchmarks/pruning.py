@@ -1,17 +1,20 @@
 """Cost of each pruning method, side by side in one process, next to torch.nn.utils.prune.
 
     python -m benchmarks.pruning [--device auto] [--models gpt2-stack,lenet5] [--tokens 512]
-                                 [--blocks 12] [--rounds 5] [--steps 3] [--frequencies 10,50]
-                                 [--sparsity 0.5] [--kernels fused]
+                                 [--blocks 12] [--rounds 9] [--steps 1] [--frequencies 10,50]
+                                 [--sparsity 0.5] [--threads 0] [--kernels fused]
 
 Two models: a GPT-2-sized stack of linear layers (`--blocks` blocks of
 768x2304 qkv, 768x768 attention output, 768x3072 and 3072x768 MLP: 85M
 prunable weights at 12 blocks, trained on `--tokens` random token vectors
-per step) and LeNet-5 (batch of 32 random 32x32 images). For each model every
-method gets its own copy (same initial weights) and the harness's AdamW
-(`lib.optim`, `--kernels` as OPTIMIZER_KERNELS); all copies stay alive and are timed round-robin for `--rounds` rounds of `--steps` steps
-(alternating the order), so drift on a shared machine hits them alike;
-medians are printed.
+per step) and LeNet-5 (batch of 32 random 32x32 images, the harness's
+default batch). For each model every method gets its own copy (same
+initial weights) and the harness's AdamW (`lib.optim`, `--kernels` as
+OPTIMIZER_KERNELS). All copies stay alive and take turns, round by round
+in alternating order (LeNet-5: 10x the rounds, 5x the steps): in each round
+a method makes `--steps` timed steps, then one timed mask update. So drift
+on a shared machine hits every method, and the updates and the steps,
+alike; medians over the rounds are printed.
 
 Per method and model:
   step ms        a training step with the method's per-step hooks (mask
@@ -29,9 +32,10 @@ Per method and model:
                  drowns in the noise of a shared machine (a GPT-2-stack
                  step on two CPU cores varies by +-20 %)
   in-hook ms     the time inside the hooks alone, for comparison
-  update ms      the median of `--updates` mask updates from half the target to the target (exact
+  update ms      a mask update from half the target to the target (exact
                  global threshold, then zeroing weights and moments); for
                  torch.nn.utils.prune, one global_unstructured L1 call
+                 (timed once: tens of seconds on the GPT-2 stack)
   @N             (hooks + update / N) / dense step: the overhead per step
                  with a mask update every N steps, for each N of
                  `--frequencies` (PRUNING_FREQUENCY); torch.nn.utils.prune
@@ -113,17 +117,18 @@ def _sync(device):
 class Case:
     """One method on one copy of a model: its optimizer, pruner and the timings."""
 
-    def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device, kernels: str, updates: int):
+    def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device, kernels: str):
         method, remask = METHODS[label]
         self.label, self.model, self.loss_fn, self.batch, self.device = label, model, loss_fn, batch, device
+        self.sparsity = sparsity
         self.opt = optim.build("adamw", model, lr=1e-4, weight_decay=0.01, kernels=kernels)
         self.pruner = None
         self.step_times: list[float] = []
         self.tail_times: list[float] = []  # end of backward to end of step, per step of each timed round
         self.hook_times: list[float] = []  # the pruning hooks alone inside each timed round, per step
+        self.update_times: list[float] = []  # one mask update per timed round
         self.marks: list = []
         self.step()  # the optimizer state exists before any mask update (state pruning reads it)
-        self.update_s = 0.0
         self.bytes_per_param = 0.0
         weights = pruning.prunable_parameters(model)
         n = sum(p.numel() for _, p in weights)
@@ -135,30 +140,31 @@ class Case:
             self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms the kernels up)
             self.pruner.apply_masks()
             self.step()
-            half = [m.clone() for m in self.pruner.mask_list()]
-            times = []
-            for _ in range(updates):  # from the earlier level's masks to the target, the median of `updates`
-                for m, h in zip(self.pruner.mask_list(), half):
-                    m.copy_(h)
-                self.pruner.sparsity = sparsity / 2
-                _sync(device)
-                t = time.perf_counter()
-                self.pruner.update_masks(sparsity)
-                self.pruner.apply_masks()
-                _sync(device)
-                times.append(time.perf_counter() - t)
-            self.update_s = statistics.median(times)
+            self.half = [m.clone() for m in self.pruner.mask_list()]  # each round updates from these masks
+            self.update()  # to the target, untimed
             self.bytes_per_param = self.pruner.state_bytes() / n
-        elif method == "torch-prune":
+        elif method == "torch-prune":  # one global L1 call (tens of seconds on the GPT-2 stack): timed once
             modules = [m for m in model.modules() if isinstance(m, pruning.base.PRUNABLE_TYPES)]
             _sync(device)
             t = time.perf_counter()
             prune.global_unstructured([(m, "weight") for m in modules], pruning_method=prune.L1Unstructured, amount=sparsity)
             _sync(device)
-            self.update_s = time.perf_counter() - t
+            self.update_times.append(time.perf_counter() - t)
             extra = sum(m.weight_mask.numel() * m.weight_mask.element_size() + m.weight.numel() * m.weight.element_size()
                         for m in modules)  # weight_orig is the old parameter: not extra
             self.bytes_per_param = extra / n
+
+    def update(self) -> float:
+        """One timed mask update from the earlier level's masks to the target (threshold, then zeroing)."""
+        for m, h in zip(self.pruner.mask_list(), self.half):
+            m.copy_(h)
+        self.pruner.sparsity = self.sparsity / 2
+        _sync(self.device)
+        t = time.perf_counter()
+        self.pruner.update_masks(self.sparsity)
+        self.pruner.apply_masks()
+        _sync(self.device)
+        return time.perf_counter() - t
 
     def step(self):
         x, y = self.batch
@@ -189,6 +195,13 @@ class Case:
         return a.elapsed_time(b) / 1e3 if isinstance(a, torch.cuda.Event) else b - a
 
     def timed(self, steps: int):
+        """One round: `steps` timed steps at the target sparsity, then (pruners) a timed mask update.
+
+        The update follows the method's own steps, as in training, where it
+        runs right after an optimizer step: updates timed back to back run
+        from warm caches and look faster than they are (LeNet-5 on the CPU:
+        0.7-1.0 ms back to back, 1.1-1.4 ms after steps).
+        """
         self.marks = []
         _sync(self.device)
         t = time.perf_counter()
@@ -199,6 +212,8 @@ class Case:
         # from the end of backward to the end of the step, and the hooks alone (mask_gradients() plus pruner.step())
         self.tail_times.append(sum(self._seconds(m[0], m[3]) for m in self.marks) / steps)
         self.hook_times.append(sum(self._seconds(m[0], m[1]) + self._seconds(m[2], m[3]) for m in self.marks) / steps)
+        if self.pruner is not None:
+            self.update_times.append(self.update())  # leaves the masks at the target for the next round
 
 
 def build_cases(name: str, args, device) -> list[Case]:
@@ -214,8 +229,7 @@ def build_cases(name: str, args, device) -> list[Case]:
         base = LeNet5().to(device)
         batch = (torch.randn(32, 1, 32, 32, generator=g).to(device), torch.randint(0, 10, (32,), generator=g).to(device))
         loss_fn = F.cross_entropy
-    return [Case(label, copy.deepcopy(base), loss_fn, batch, args.sparsity, device, args.kernels, args.updates)
-            for label in METHODS]
+    return [Case(label, copy.deepcopy(base), loss_fn, batch, args.sparsity, device, args.kernels) for label in METHODS]
 
 
 def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) -> None:
@@ -230,8 +244,9 @@ def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) 
         else:  # dense; torch.nn.utils.prune works inside forward and backward: the whole-step difference
             extra, inside = step - dense, f"{'':>11}"
         hooks = f"{extra * 1e3:9.2f}" if c is not cases[0] else f"{'':>9}"
-        overheads = "".join(f"{(extra + c.update_s / f) / dense:+8.1%}" for f in frequencies)
-        print(f"{c.label:<14} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {inside} {c.update_s * 1e3:10.1f}{overheads}"
+        update = statistics.median(c.update_times) if c.update_times else 0.0
+        overheads = "".join(f"{(extra + update / f) / dense:+8.1%}" for f in frequencies)
+        print(f"{c.label:<14} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {inside} {update * 1e3:10.1f}{overheads}"
               f" {c.bytes_per_param:12.2f}")
 
 
@@ -241,9 +256,8 @@ def main(argv=None) -> None:
     p.add_argument("--models", default="gpt2-stack,lenet5")
     p.add_argument("--tokens", type=int, default=512, help="token vectors per step for the GPT-2 stack")
     p.add_argument("--blocks", type=int, default=12)
-    p.add_argument("--rounds", type=int, default=9, help="rounds of timed steps; each method's median round is used")
-    p.add_argument("--steps", type=int, default=1, help="steps per method per round (LeNet-5 uses 50x as many)")
-    p.add_argument("--updates", type=int, default=5, help="timed mask updates per method; the median is used")
+    p.add_argument("--rounds", type=int, default=9, help="rounds per method (LeNet-5: 10x as many); medians over rounds are used")
+    p.add_argument("--steps", type=int, default=1, help="timed steps per method per round (LeNet-5: 5x as many)")
     p.add_argument("--frequencies", default="10,50", help="mask update intervals (optimizer steps) to show the overhead at")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -257,12 +271,13 @@ def main(argv=None) -> None:
                                 f" ({torch.get_num_threads()} threads)") + f", torch {torch.__version__}, sparsity {args.sparsity}, {args.kernels} AdamW")
     for name in args.models.split(","):
         cases = build_cases(name, args, device)
-        steps = args.steps * (50 if name == "lenet5" else 1)
+        small = name == "lenet5"  # milliseconds per step: many short rounds, so drift hits every method alike
+        steps, rounds = args.steps * (5 if small else 1), args.rounds * (10 if small else 1)
         for case in cases:  # warm-up round, not recorded
             case.timed(1)
-            for times in (case.step_times, case.tail_times, case.hook_times):
+            for times in (case.step_times, case.tail_times, case.hook_times) + ((case.update_times,) if case.pruner else ()):
                 times.clear()
-        for r in range(args.rounds):
+        for r in range(rounds):
             order = cases if r % 2 == 0 else cases[::-1]  # ABBA: drift hits every method alike
             for case in order:
                 case.timed(steps)

@@ -25,3 +25,16 @@ def test_matches_a_plain_multiply_small_staged_and_strided(monkeypatch):
 
 def test_empty_list_is_a_no_op():
     masking.mask_multiply_([], [])
+
+
+def test_small_tensors_take_one_multi_tensor_call_with_the_same_result():
+    """Below CPU_CHUNK everything goes to one _foreach_mul_ with the uint8 factors, as gradient masking does."""
+    gen = torch.Generator().manual_seed(1)
+    tensors = [torch.randn(4, 6, generator=gen), torch.randn(3, generator=gen).double(), torch.randn(5, 2, generator=gen).t()]
+    masks = [torch.rand(t.shape, generator=gen) > 0.5 for t in tensors]
+    expected = [t * m for t, m in zip(tensors, masks)]
+    factors = masking.multiplier_factors(masks)
+    assert all(f.dtype == torch.uint8 and f.data_ptr() == m.data_ptr() for f, m in zip(factors, masks))
+    masking.multiply_by_factors_(tensors, factors)
+    for t, e in zip(tensors, expected):
+        assert torch.equal(t, e)

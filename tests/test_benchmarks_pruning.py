@@ -1,0 +1,19 @@
+"""benchmarks/pruning.py: a one-round run on LeNet-5 prints every method's row with its state bytes."""
+
+from __future__ import annotations
+
+import re
+
+from benchmarks import pruning as bench
+
+
+def test_one_round_on_lenet5_reports_every_method(capsys):
+    bench.main(["--device", "cpu", "--models", "lenet5", "--rounds", "1", "--frequencies", "10,50"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split() and line.split()[0] in bench.METHODS}
+    assert set(rows) == set(bench.METHODS)
+    number = re.compile(r"^[+-]?\d+(\.\d+)?%?$")
+    for label, cells in rows.items():
+        assert all(number.match(c) for c in cells), (label, cells)
+        assert cells[-1] == {"none": "0.00", "movement": "5.00", "torch-prune": "8.00"}.get(label, "1.00")
+    assert len(rows["magnitude"]) == 8  # step, vs dense, hooks, in-hook, update, @10, @50, bytes/param
