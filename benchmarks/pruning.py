@@ -200,7 +200,7 @@ class Case:
         The update follows the method's own steps, as in training, where it
         runs right after an optimizer step: updates timed back to back run
         from warm caches and look faster than they are (LeNet-5 on the CPU:
-        0.7-1.0 ms back to back, 1.1-1.4 ms after steps).
+        0.7-1.0 ms back to back, 1.0-1.4 ms after steps).
         """
         self.marks = []
         _sync(self.device)
