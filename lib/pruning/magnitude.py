@@ -7,9 +7,8 @@ scheduled level.
 
 from __future__ import annotations
 
-import torch
-
 from lib.pruning.base import Pruner
+from lib.pruning.state import abs_float
 
 
 class MagnitudePruner(Pruner):
@@ -20,7 +19,5 @@ class MagnitudePruner(Pruner):
         return self.params[index][1].detach().abs()
 
     def score_into(self, index, out):
-        w = self.params[index][1].detach()
-        if w.dtype == torch.float32:
-            return torch.abs(w, out=out.view(w.shape)).view(-1)
-        return out.copy_(w.reshape(-1)).abs_()
+        w = self.params[index][1]
+        return abs_float(w, out.view(w.shape)).view(-1)

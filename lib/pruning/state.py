@@ -83,22 +83,22 @@ def importance(
     """
     check_variant(variant)
     if variant in ("bitter1", "bitter2"):
-        return _abs(weight, out)
+        return abs_float(weight, out)
     if exp_avg is None or exp_avg_sq is None:
         raise ValueError(f"{variant} needs the optimizer's exp_avg and exp_avg_sq (formula {VARIANTS[variant].formula})")
     w = weight.detach()
     if variant == "bitter0":  # |m| * w * w, the same float as |m| * |w| * |w|
-        return _abs(exp_avg, out).mul_(w).mul_(w).div_(exp_avg_sq.detach().float().sqrt().add_(eps))
+        return abs_float(exp_avg, out).mul_(w).mul_(w).div_(exp_avg_sq.detach().float().sqrt().add_(eps))
     if variant in ("bitter3", "bitter4", "bitter8"):
-        score = _abs(exp_avg, out).add_(eps).sqrt_().mul_(w).abs_()
+        score = abs_float(exp_avg, out).add_(eps).sqrt_().mul_(w).abs_()
     elif variant == "bitter7":  # x ** 0.25 as sqrt(sqrt(x)): within an ulp of pow, three times faster on the CPU
-        score = _abs(exp_avg_sq, out).add_(eps).sqrt_().sqrt_().mul_(w).abs_()
+        score = abs_float(exp_avg_sq, out).add_(eps).sqrt_().sqrt_().mul_(w).abs_()
     else:  # bitter9
-        score = _abs(exp_avg_sq, out).sqrt_().sqrt_().add_(eps).mul_(w).abs_()
+        score = abs_float(exp_avg_sq, out).sqrt_().sqrt_().add_(eps).mul_(w).abs_()
     return score.mul_(structure_weight) if VARIANTS[variant].structure_aware else score
 
 
-def _abs(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def abs_float(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """|x| as float32, into `out` or a new tensor."""
     x = x.detach()
     if out is None:
