@@ -16,6 +16,12 @@ a method makes `--steps` timed steps, then one timed mask update. So drift
 on a shared machine hits every method, and the updates and the steps,
 alike; medians over the rounds are printed.
 
+Methods: none (dense), magnitude, movement, state (bitter7), each as the
+harness runs it; "/torch" rows make the same mask updates with the CPU
+selection in torch operations instead of the C kernels (lib.pruning.native;
+the same masks), "/step" rows re-mask weights and moments after every step
+(PRUNING_REMASK_STEP); torch.nn.utils.prune for comparison.
+
 Per method and model:
   step ms        a training step with the method's per-step hooks (mask
                  the gradients, step, and for "/step" rows re-mask weights
@@ -52,6 +58,7 @@ prunable parameter and at most 5 % step-time overhead including mask updates.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import time
@@ -63,17 +70,20 @@ from torch.nn.utils import prune
 
 from lenet5.model import LeNet5
 from lib import optim, pruning
-from lib.pruning import SparsitySchedule
+from lib.pruning import SparsitySchedule, native
 
-# name -> (method, remask); "/step" rows also zero weights and moments after every step (--pruning-remask step).
+# name -> (method, remask, C kernels); "/step" rows also zero weights and moments after every step
+# (--pruning-remask step); "/torch" rows select with torch operations instead of the C kernels (lib.pruning.native).
 METHODS = {
-    "none": (None, None),
-    "magnitude": ("magnitude", "update"),
-    "magnitude/step": ("magnitude", "step"),
-    "movement": ("movement", "update"),
-    "state(b7)": ("state", "update"),
-    "state(b7)/step": ("state", "step"),
-    "torch-prune": ("torch-prune", None),
+    "none": (None, None, True),
+    "magnitude": ("magnitude", "update", True),
+    "magnitude/torch": ("magnitude", "update", False),
+    "magnitude/step": ("magnitude", "step", True),
+    "movement": ("movement", "update", True),
+    "state(b7)": ("state", "update", True),
+    "state(b7)/torch": ("state", "update", False),
+    "state(b7)/step": ("state", "step", True),
+    "torch-prune": ("torch-prune", None, True),
 }
 
 
@@ -118,8 +128,9 @@ class Case:
     """One method on one copy of a model: its optimizer, pruner and the timings."""
 
     def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device, kernels: str):
-        method, remask = METHODS[label]
+        method, remask, kernels_on = METHODS[label]
         self.label, self.model, self.loss_fn, self.batch, self.device = label, model, loss_fn, batch, device
+        self.selection = contextlib.nullcontext if kernels_on else native.disabled
         self.sparsity = sparsity
         self.opt = optim.build("adamw", model, lr=1e-4, weight_decay=0.01, kernels=kernels)
         self.pruner = None
@@ -137,7 +148,8 @@ class Case:
             never = SparsitySchedule(sparsity, 10**9, 10**9 + 1)  # steps apply the hooks, never a mask update
             self.pruner = pruning.build(method, model, never, 1, self.opt, remask=remask, **kw)
             self.step()  # movement: one step of scores
-            self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms the kernels up)
+            with self.selection():
+                self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms the kernels up)
             self.pruner.apply_masks()
             self.step()
             self.half = [m.clone() for m in self.pruner.mask_list()]  # each round updates from these masks
@@ -161,7 +173,8 @@ class Case:
         self.pruner.sparsity = self.sparsity / 2
         _sync(self.device)
         t = time.perf_counter()
-        self.pruner.update_masks(self.sparsity)
+        with self.selection():
+            self.pruner.update_masks(self.sparsity)
         self.pruner.apply_masks()
         _sync(self.device)
         return time.perf_counter() - t
@@ -235,7 +248,7 @@ def build_cases(name: str, args, device) -> list[Case]:
 def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) -> None:
     dense, dense_tail = statistics.median(cases[0].step_times), statistics.median(cases[0].tail_times)
     print(f"\n{name}: {n_params / 1e6:.2f}M prunable weights")
-    print(f"{'method':<14} {'step ms':>9} {'vs dense':>9} {'hooks ms':>9} {'in-hook ms':>11} {'update ms':>10}"
+    print(f"{'method':<16} {'step ms':>9} {'vs dense':>9} {'hooks ms':>9} {'in-hook ms':>11} {'update ms':>10}"
           + "".join(f"{'@' + str(f):>8}" for f in frequencies) + f" {'bytes/param':>12}")
     for c in cases:
         step = statistics.median(c.step_times)
@@ -246,7 +259,7 @@ def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) 
         hooks = f"{extra * 1e3:9.2f}" if c is not cases[0] else f"{'':>9}"
         update = statistics.median(c.update_times) if c.update_times else 0.0
         overheads = "".join(f"{(extra + update / f) / dense:+8.1%}" for f in frequencies)
-        print(f"{c.label:<14} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {inside} {update * 1e3:10.1f}{overheads}"
+        print(f"{c.label:<16} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {inside} {update * 1e3:10.1f}{overheads}"
               f" {c.bytes_per_param:12.2f}")
 
 

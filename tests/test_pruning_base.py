@@ -8,7 +8,7 @@ from torch import nn
 
 from lib import optim, pruning
 from lib.pruning import SparsitySchedule, VARIANTS
-from lib.pruning import threshold
+from lib.pruning import native, threshold
 from lib.pruning.base import prunable_parameters
 
 # Every method and allocation the product offers.
@@ -192,9 +192,21 @@ def test_remask_mode_is_checked():
 # Settings of the selection, from the smallest to the largest models' paths.
 KEY_PATHS = {
     "group-sorted": {},  # one flat key tensor for the whole group, then a stable sort
-    "group-radix": {"SMALL_CPU": 0},  # one flat key tensor, radix select
-    "per-tensor": {"SMALL": 0},  # keys per tensor in one shared buffer, made again on each radix pass
+    "group-radix": {"SMALL_CPU": 0},  # one flat score tensor, radix select by the C kernels
+    "group-radix-torch": {"SMALL_CPU": 0, "native": False},  # the same by torch operations
+    "per-tensor": {"SMALL": 0},  # scores per tensor in one shared buffer, made again on each radix pass
+    "per-tensor-torch": {"SMALL": 0, "native": False},
 }
+
+
+def take_key_path(path, monkeypatch):
+    settings = dict(KEY_PATHS[path])
+    if not settings.pop("native", True):
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    else:
+        assert native.kernels() is not None, "the C kernels did not build"
+    for name, value in settings.items():
+        monkeypatch.setattr(threshold, name, value)
 
 
 @pytest.mark.parametrize("path", KEY_PATHS)
@@ -202,8 +214,7 @@ KEY_PATHS = {
                                        ("state", {"variant": "bitter7"}), ("state", {"variant": "bitter4"})])
 def test_in_place_keys_of_non_negative_scores_give_the_general_paths_masks(method, kw, path, monkeypatch):
     """Magnitude and state build keys in place (nonnegative_scores); the -inf-filled scores give the same masks."""
-    for name, value in KEY_PATHS[path].items():
-        monkeypatch.setattr(threshold, name, value)
+    take_key_path(path, monkeypatch)
     masks = {}
     for fast in (True, False):
         torch.manual_seed(0)
@@ -223,11 +234,10 @@ def test_in_place_keys_of_non_negative_scores_give_the_general_paths_masks(metho
     assert all(torch.equal(masks[True][n], masks[False][n]) for n in masks[True])
 
 
-@pytest.mark.parametrize("path", ["sort", "radix"])
+@pytest.mark.parametrize("path", ["group-sorted", "per-tensor", "per-tensor-torch"])
 def test_masks_of_channels_last_weights_match_the_contiguous_model(path, monkeypatch):
     """Contiguous masks are written in place by the selection; channels_last ones (not views of a flat mask) by a copy."""
-    if path == "radix":
-        monkeypatch.setattr(threshold, "SMALL", 0)
+    take_key_path(path, monkeypatch)
     masks = []
     for channels_last in (False, True):
         torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.pruning import threshold
+from lib.pruning import native, threshold
 from lib.pruning.threshold import keep_top, lowest_keep, order_keys
 
 
@@ -125,6 +125,42 @@ def test_nonnegative_keys_select_like_masked_scores(path, monkeypatch):
         got = torch.cat(keeps)
         assert torch.equal(got, reference(masked, k)), f"trial {trial}"
         assert not (got & ~was_kept).any()  # masks only grow
+
+
+@pytest.mark.parametrize("native_kernels", [True, False], ids=["c-kernels", "torch"])
+@pytest.mark.parametrize("setting", ["SMALL_CPU", "SMALL"], ids=["held", "per-pass"])
+def test_lowest_keep_nonnegative_prunes_what_masked_scores_prune(native_kernels, setting, monkeypatch):
+    """Non-negative scores with masks: the C kernels and torch operations give the reference masks, ties shared in order.
+
+    "held": sources called once (SMALL_CPU = 0: above it, the kernels run); "per-pass": called on every pass (SMALL = 0).
+    """
+    if native_kernels:
+        assert native.kernels() is not None, "the C kernels did not build"
+    else:
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    monkeypatch.setattr(threshold, setting, 0)
+    g = torch.Generator().manual_seed(2)
+    for trial in range(100):
+        sizes = [int(torch.randint(1, 40, (), generator=g)) for _ in range(int(torch.randint(1, 5, (), generator=g)))]
+        scores = [torch.randint(0, 6, (n,), generator=g).float() / 4 for n in sizes]
+        scores[-1][0] = float("inf") if trial % 5 == 0 else scores[-1][0]
+        kept = [torch.rand(n, generator=g) > 0.3 for n in sizes]
+        pruned = sum(int((~m).sum()) for m in kept)
+        k = int(torch.randint(pruned, sum(sizes) + 1, (), generator=g))
+        expected = reference([s.masked_fill(~m, float("-inf")) for s, m in zip(scores, kept)], k)
+        sources = [lambda s=s, m=m: (s.clone(), m) for s, m in zip(scores, kept)]
+        out = kept if trial % 2 else None  # the masks the sources read, written in place
+        keeps = threshold.lowest_keep_nonnegative(sources, k, sizes, torch.device("cpu"), out=out)
+        assert torch.equal(torch.cat(keeps), expected), f"trial {trial}"
+        if out is not None:
+            assert all(a is b for a, b in zip(keeps, out))
+
+
+def test_lowest_keep_nonnegative_rejects_nan_through_the_kernels(monkeypatch):
+    monkeypatch.setattr(threshold, "SMALL_CPU", 0)
+    scores = torch.tensor([1.0, float("nan"), 2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        threshold.lowest_keep_nonnegative([lambda: (scores, torch.ones(3, dtype=torch.bool))], 1, [3], torch.device("cpu"))
 
 
 def test_nonnegative_keys_reject_nan_and_negative_scores():

@@ -36,7 +36,7 @@ from torch import nn
 from lib.pruning.layer_adaptive import LayerAdaptive
 from lib.pruning.masking import mask_multiply_, multiplier_factors, multiply_by_factors_
 from lib.pruning.schedule import SparsitySchedule
-from lib.pruning.threshold import holds_one_tensor, keep_top, lowest_keep, lowest_keep_keys, nonnegative_keys, reevaluates  # noqa: F401  (keep_top is public API)
+from lib.pruning.threshold import holds_one_tensor, keep_top, lowest_keep, lowest_keep_nonnegative, reevaluates  # noqa: F401  (keep_top is public API)
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = tuple(
@@ -109,7 +109,7 @@ class Pruner(ABC):
     name = "base"
     # True when score(i) returns a new tensor of non-negative values that the
     # mask update may overwrite (it then builds its keys in place, see
-    # threshold.nonnegative_keys); False for signed or stored scores.
+    # threshold.lowest_keep_nonnegative); False for signed or stored scores.
     nonnegative_scores = False
 
     def __init__(
@@ -243,13 +243,13 @@ class Pruner(ABC):
         if updated or self.remask == "step":
             self.apply_masks()
 
-    def _group_keys(self, idx: list[int], check: bool) -> torch.Tensor:
-        """`nonnegative_keys` of the tensors `idx`, one after another in one flat tensor."""
+    def _group_scores(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and masks of the tensors `idx`, one after another in one flat tensor each."""
         sizes, masks = [self.sizes[i] for i in idx], self.mask_list()
         scores = torch.empty(sum(sizes), dtype=torch.float32, device=masks[idx[0]].device)
         for i, part in zip(idx, scores.split(sizes)):
             self.score_into(i, part)
-        return nonnegative_keys(scores, torch.cat([masks[i].reshape(-1) for i in idx]), check)
+        return scores, torch.cat([masks[i].reshape(-1) for i in idx])
 
     def _masked_score(self, i: int) -> torch.Tensor:
         mask = self.mask_list()[i]
@@ -265,20 +265,19 @@ class Pruner(ABC):
                 continue
             sizes, device = [self.sizes[i] for i in idx], masks[idx[0]].device
             if self.nonnegative_scores and len(idx) > 1 and holds_one_tensor(sum(sizes), device):
-                # the keys will be one tensor: made there directly, a few operations over all entries
-                # instead of a few per tensor (LeNet-5: the per-operation cost exceeds the work)
-                keep = lowest_keep_keys([lambda check, idx=idx: self._group_keys(idx, check)], n_prune, [sum(sizes)], device)[0]
+                # the keys will be one tensor: scores made there directly, a few operations over all
+                # entries instead of a few per tensor (LeNet-5: the per-operation cost exceeds the work)
+                keep = lowest_keep_nonnegative([lambda idx=idx: self._group_scores(idx)], n_prune, [sum(sizes)], device)[0]
                 keeps = keep.split(sizes)
             elif self.nonnegative_scores:
                 # scores evaluated on every pass of the selection share one buffer (their keys are used up in turn)
                 buf = torch.empty(max(sizes), device=device) if reevaluates(sum(sizes), len(idx), device) else None
-                keys = [lambda check, i=i: nonnegative_keys(self.score(i) if buf is None else self.score_into(i, buf[: self.sizes[i]]),
-                                                            masks[i], check)
-                        for i in idx]
+                sources = [lambda i=i: (self.score(i) if buf is None else self.score_into(i, buf[: self.sizes[i]]), masks[i])
+                           for i in idx]
                 # a contiguous mask is written in place (its keys are made before it is written)
                 out = [m.view(-1) if m.is_contiguous() else torch.empty(m.numel(), dtype=torch.bool, device=m.device)
                        for m in (masks[i] for i in idx)]
-                keeps = lowest_keep_keys(keys, n_prune, sizes, device, out=out)
+                keeps = lowest_keep_nonnegative(sources, n_prune, sizes, device, out=out)
             else:
                 keeps = lowest_keep([lambda i=i: self._masked_score(i) for i in idx], n_prune, sizes, device)
             for i, keep in zip(idx, keeps):

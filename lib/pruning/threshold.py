@@ -33,6 +33,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
+from lib.pruning import native
 from lib.pruning.masking import mask_multiply_
 
 Source = Union[torch.Tensor, Callable[[], torch.Tensor]]
@@ -242,6 +243,64 @@ def lowest_keep_keys(
     return list(out)
 
 
+ScoreSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # -> (scores >= 0, bool mask of entries still kept)
+
+
+def lowest_keep_nonnegative(
+    sources: Sequence[ScoreSource],
+    n_prune: int,
+    sizes: Sequence[int],
+    device: torch.device,
+    out: Sequence[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """`lowest_keep_keys` over non-negative scores, the entries outside each mask below all others.
+
+    Each source returns freshly computed scores (which the selection may
+    overwrite) and the mask of the entries still kept, both flat. On the
+    CPU with the C kernels (`native.kernels()`) and more than `SMALL_CPU`
+    entries, each pass makes the keys, filters and counts them in one pass
+    over several threads; otherwise the keys are made by `nonnegative_keys`.
+    Either way the masks are the same, bit for bit; `out` as in
+    `lowest_keep_keys`.
+    """
+    total = sum(sizes)
+    kernels = native.kernels() if device.type == "cpu" and total > min(SMALL, SMALL_CPU) else None
+    if kernels is None or n_prune == 0:
+        return lowest_keep_keys([lambda check, s=s: nonnegative_keys(*s(), check) for s in sources], n_prune, sizes, device, out)
+    if not 0 <= n_prune <= total:
+        raise ValueError(f"cannot prune {n_prune} of {total} entries")
+    sources = list(sources)
+    if not reevaluates(total, len(sources), device):
+        sources = [(lambda pair: lambda: pair)(_flat_pair(*s())) for s in sources]  # made once, used on every pass
+    else:
+        sources = [lambda s=s: _flat_pair(*s()) for s in sources]
+    outs = list(out) if out is not None else [None] * len(sources)
+    hist = native.histogram_buffer()
+    prefix, below = None, 0
+    for level in range(2):  # the high 16 bits of the keys, then the low 16 bits of those in the chosen bin
+        hist.zero_()
+        for source in sources:
+            kernels.histogram(*source(), prefix, hist, check=level == 0)
+        b, under, equal = _pick(hist[: native.BINS], n_prune - below)
+        below += under
+        prefix = b if prefix is None else (prefix << 16) | b
+    threshold, ties_left = prefix, n_prune - below  # ties_left >= 1: the k-th entry itself is pruned
+    keeps = []
+    for source, o in zip(sources, outs):
+        scores, mask = source()
+        if ties_left == equal or ties_left == 0:  # all remaining ties pruned / none: one kernel pass
+            keep = kernels.keep(scores, mask, threshold, inclusive=ties_left == 0, out=o)
+        else:
+            keep, ties_left, equal = _keep_sharing_ties(nonnegative_keys(scores, mask, False), threshold, ties_left, equal, o)
+        keeps.append(keep)
+    return keeps
+
+
+def _flat_pair(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores as flat contiguous float32 and the mask as a flat contiguous bool tensor, as the kernels read them."""
+    return scores.detach().float().reshape(-1).contiguous(), mask.reshape(-1).contiguous()
+
+
 def _lowest_keep_radix(
     keys: list[KeySource], n_prune: int, device: torch.device, largest: int, out: Sequence[torch.Tensor] | None = None
 ) -> list[torch.Tensor]:
@@ -259,13 +318,20 @@ def _lowest_keep_radix(
         elif ties_left == 0:  # the quota of ties is used up: the rest stay
             keep = torch.ge(key, threshold, out=o)
         else:
-            keep = torch.gt(key, threshold, out=o)
-            ties = (key == threshold).nonzero().flatten()
-            keep[ties[ties_left:]] = True  # ties beyond the quota stay
-            ties_left -= min(ties_left, ties.numel())
-            equal -= ties.numel()
+            keep, ties_left, equal = _keep_sharing_ties(key, threshold, ties_left, equal, o)
         keeps.append(keep)
     return keeps
+
+
+def _keep_sharing_ties(key: torch.Tensor, threshold: int, ties_left: int, equal: int, out: torch.Tensor | None):
+    """Keep-mask of one source when only `ties_left` of the `equal` keys at the threshold are still to be pruned.
+
+    They are the first in flat order. Returns the mask and the quota and tie count left for the sources after it.
+    """
+    keep = torch.gt(key, threshold, out=out)
+    ties = (key == threshold).nonzero().flatten()
+    keep[ties[ties_left:]] = True  # ties beyond the quota stay
+    return keep, ties_left - min(ties_left, ties.numel()), equal - ties.numel()
 
 
 def _lowest_keep_sorted(keys: list[torch.Tensor], n_prune: int) -> list[torch.Tensor]:

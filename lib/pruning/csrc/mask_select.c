@@ -1,0 +1,95 @@
+/*
+ * CPU kernels of the exact lowest-k selection (lib/pruning/threshold.py) for
+ * non-negative float32 scores and bool keep-masks, loaded by
+ * lib/pruning/native.py.
+ *
+ * An entry's key is 0 when its mask is 0 (already pruned: below every other
+ * entry) and its float bits + 1 otherwise; non-negative floats order like
+ * their bits. These are the keys `threshold.nonnegative_keys` makes with
+ * torch operations, one memory pass each; here one pass makes them, filters
+ * them by their high 16 bits and counts a 16-bit digit (torch's bincount
+ * runs on one thread).
+ *
+ * Threads: OpenMP. Built with -fopenmp, the library asks for libgomp.so.1,
+ * which the dynamic loader resolves to the copy torch has already loaded,
+ * so these loops run on torch's own worker threads, not on new ones that
+ * would compete with them for the cores.
+ */
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define BINS 65536
+#define SPREAD 8 /* spare bins after the BINS of a histogram, see count_digits */
+#define INF_BITS 0x7F800000u /* +inf; above it a NaN, from 0x80000000 a negative float */
+
+enum { OK = 0, HAS_NAN = 1, HAS_NEGATIVE = 2 };
+
+/* Count the digits of entries [begin, end) into h (BINS + SPREAD); returns the largest score bits seen. */
+static uint32_t count_digits(const uint32_t *bits, const uint8_t *mask, int64_t begin, int64_t end, int64_t prefix,
+                             int64_t *h) {
+    uint32_t worst = 0;
+    if (prefix < 0) {
+        /* Pruned entries (key 0, bin 0) are often a third or more of all: counted in one bin, each
+         * increment would wait for the one before; spread over SPREAD spare bins, they do not. */
+        for (int64_t i = begin; i < end; i++) {
+            uint32_t x = bits[i];
+            uint32_t kept = 0u - (uint32_t)mask[i]; /* all ones or zero: no branch to mispredict */
+            worst = x > worst ? x : worst;
+            h[(((x + 1u) >> 16) & kept) | ((BINS + ((uint32_t)i & (SPREAD - 1))) & ~kept)]++;
+        }
+        for (int s = 0; s < SPREAD; s++) {
+            h[0] += h[BINS + s];
+            h[BINS + s] = 0;
+        }
+    } else {
+        uint32_t p = (uint32_t)prefix;
+        for (int64_t i = begin; i < end; i++) {
+            uint32_t k = (bits[i] + 1u) & (0u - (uint32_t)mask[i]);
+            if ((k >> 16) == p) h[k & 0xFFFFu]++;
+        }
+    }
+    return worst;
+}
+
+/*
+ * Add to hist (BINS + SPREAD int64 counts, the last SPREAD zero and left so)
+ * the high 16 bits of every key (prefix < 0) or the low 16 bits of the keys
+ * whose high 16 bits equal prefix. On the first kind of pass, with check,
+ * returns HAS_NAN or HAS_NEGATIVE when a score is NaN or negative (-0.0
+ * included), else OK.
+ */
+int select_histogram(const float *scores, const uint8_t *mask, int64_t n, int64_t prefix, int check, int64_t *hist,
+                     int threads) {
+    const uint32_t *bits = (const uint32_t *)scores;
+    uint32_t worst = 0;
+    if (threads <= 1) {
+        worst = count_digits(bits, mask, 0, n, prefix, hist);
+    } else {
+        int64_t *local = calloc((size_t)threads * (BINS + SPREAD), sizeof(int64_t));
+        if (!local) return select_histogram(scores, mask, n, prefix, check, hist, 1);
+        int used = 1;
+#pragma omp parallel num_threads(threads) reduction(max : worst)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+            used = nt;
+            worst = count_digits(bits, mask, n * t / nt, n * (t + 1) / nt, prefix, local + (size_t)t * (BINS + SPREAD));
+        }
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int b = 0; b < BINS; b++)
+            for (int t = 0; t < used; t++) hist[b] += local[(size_t)t * (BINS + SPREAD) + b];
+        free(local);
+    }
+    if (!check || worst <= INF_BITS) return OK;
+    return worst < 0x80000000u ? HAS_NAN : HAS_NEGATIVE;
+}
+
+/* out[i] = key > threshold (key >= threshold when inclusive); out may be mask itself. */
+void select_keep(const float *scores, const uint8_t *mask, int64_t n, uint32_t threshold, int inclusive, uint8_t *out,
+                 int threads) {
+    const uint32_t *bits = (const uint32_t *)scores;
+    uint32_t t = inclusive ? threshold : threshold + 1u; /* key >= t either way (threshold < 2^31: no overflow) */
+#pragma omp parallel for num_threads(threads > 1 ? threads : 1) schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = ((bits[i] + 1u) & (0u - (uint32_t)mask[i])) >= t;
+}

@@ -1,0 +1,127 @@
+"""lib.pruning.native: the C kernels of the CPU selection against the same steps in torch operations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib.pruning import native
+from lib.pruning.threshold import INF_KEY, nonnegative_keys
+
+
+@pytest.fixture
+def kernels():
+    k = native.kernels()
+    assert k is not None, "the C kernels did not build (is a C compiler installed?)"
+    return k
+
+
+def scores_and_mask(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n, generator=g).abs() * 0.02
+    scores[torch.randint(0, n, (n // 50,), generator=g)] = 0.0  # exact zeros
+    special = torch.tensor([float("inf"), 0.0, 1e-38, 1e-45, 3.0])  # +inf, zero, a normal, the smallest subnormal
+    scores[: min(n, 5)] = special[: min(n, 5)]
+    scores[n // 2 : n // 2 + 100] = 0.5  # ties
+    return scores, torch.rand(n, generator=g) > 0.3
+
+
+@pytest.fixture(params=[1, 2], ids=["one-thread", "two-threads"])
+def threads(request, monkeypatch):
+    """Split every pass over threads, however small, to test the per-thread histograms and slices."""
+    monkeypatch.setattr(native, "PARALLEL_FROM", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [1, 7, 4099])
+def test_histograms_count_the_digits_of_nonnegative_keys(kernels, threads, n):
+    scores, mask = scores_and_mask(n)
+    keys = nonnegative_keys(scores.clone(), mask).long()
+    hist = native.histogram_buffer()
+    kernels.histogram(scores, mask, None, hist, check=True)
+    assert torch.equal(hist[: native.BINS], torch.bincount(keys >> 16, minlength=native.BINS))
+    assert not hist[native.BINS :].any()  # the spare bins are left at zero
+    for prefix in {int(keys[0]) >> 16, int(keys[-1]) >> 16, 0, INF_KEY >> 16}:
+        low = native.histogram_buffer()
+        kernels.histogram(scores, mask, prefix, low)
+        assert torch.equal(low[: native.BINS], torch.bincount(keys[(keys >> 16) == prefix] & 0xFFFF, minlength=native.BINS)), prefix
+
+
+def test_a_histogram_adds_to_the_counts_it_is_given(kernels):
+    scores, mask = scores_and_mask(100)
+    hist = native.histogram_buffer()
+    kernels.histogram(scores, mask, None, hist)
+    kernels.histogram(scores, mask, None, hist)
+    assert int(hist.sum()) == 200
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_keep_compares_keys_with_the_threshold_in_place_or_not(kernels, threads, inclusive):
+    scores, mask = scores_and_mask(3001, seed=1)
+    keys = nonnegative_keys(scores.clone(), mask)
+    for threshold in [0, 1, int(keys[7]), int(keys[1500]), INF_KEY + 1]:
+        expected = keys >= threshold if inclusive else keys > threshold
+        assert torch.equal(kernels.keep(scores, mask, threshold, inclusive), expected)
+        in_place = mask.clone()
+        assert kernels.keep(scores, in_place, threshold, inclusive, out=in_place) is in_place
+        assert torch.equal(in_place, expected)
+
+
+@pytest.mark.parametrize("bad,message", [(float("nan"), "NaN"), (-2.0, "negative"), (-0.0, "negative")])
+def test_nan_and_negative_scores_are_errors_when_checked(kernels, threads, bad, message):
+    scores, mask = scores_and_mask(1000)
+    scores[-1] = bad
+    hist = native.histogram_buffer()
+    with pytest.raises(ValueError, match=message):
+        kernels.histogram(scores, mask, None, hist, check=True)
+    kernels.histogram(scores, mask, None, hist, check=False)  # the later passes skip the check
+
+
+def test_wrong_inputs_are_refused_before_the_kernel_reads_them(kernels):
+    scores, mask = scores_and_mask(10)
+    hist = native.histogram_buffer()
+    with pytest.raises(TypeError, match="float32"):
+        kernels.histogram(scores.double(), mask, None, hist)
+    with pytest.raises(ValueError, match="same size"):
+        kernels.histogram(scores, mask[:5], None, hist)
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.keep(scores.view(2, 5).t(), mask.view(2, 5).t(), 1, False)
+    with pytest.raises(ValueError, match="int64"):
+        kernels.histogram(scores, mask, None, torch.zeros(native.BINS, dtype=torch.int64))
+
+
+def test_builds_once_per_source_and_rebuilds_a_changed_one(tmp_path):
+    source = tmp_path / "mask_select.c"
+    source.write_bytes(native.SOURCE.read_bytes())
+    first = native.build(source, tmp_path / "cache")
+    assert first.exists() and native.build(source, tmp_path / "cache") == first
+    source.write_text(source.read_text() + "\n/* changed */\n")
+    second = native.build(source, tmp_path / "cache")
+    assert second != first and second.exists()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([first.name, second.name])  # no temporaries left
+
+
+def test_without_a_compiler_or_when_switched_off_there_are_no_kernels(tmp_path, monkeypatch):
+    native._loaded.cache_clear()
+    try:
+        monkeypatch.setenv("PRUNING_NATIVE", "0")
+        assert native.kernels() is None
+        native._loaded.cache_clear()
+        monkeypatch.delenv("PRUNING_NATIVE")
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        with pytest.warns(RuntimeWarning, match="C kernels unavailable"):
+            assert native.kernels() is None
+    finally:
+        native._loaded.cache_clear()
+
+
+def test_disabled_blocks_switch_the_kernels_off_for_their_duration(kernels):
+    with native.disabled():
+        with native.disabled():
+            assert native.kernels() is None
+        assert native.kernels() is None
+    assert native.kernels() is kernels
