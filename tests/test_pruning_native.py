@@ -125,3 +125,19 @@ def test_disabled_blocks_switch_the_kernels_off_for_their_duration(kernels):
             assert native.kernels() is None
         assert native.kernels() is None
     assert native.kernels() is kernels
+
+
+def test_split_settles_all_but_the_candidates_and_records_them_in_order(kernels, threads):
+    scores, mask = scores_and_mask(5000, seed=2)
+    keys = nonnegative_keys(scores.clone(), mask)
+    for prefix in [int(keys[n]) >> 16 for n in (0, 2500, 4999)] + [0x7FFF]:  # the last: no candidates
+        candidates = ((keys >> 16) == prefix).nonzero().flatten()
+        index = torch.empty(candidates.numel(), dtype=torch.int64)
+        key = torch.empty(candidates.numel(), dtype=torch.int32)
+        out = mask.clone()
+        assert kernels.split(scores, out, prefix, out, index, key) == candidates.numel()  # in place: out is the mask
+        assert torch.equal(index, candidates) and torch.equal(key, keys[candidates])
+        assert torch.equal(out, (keys >> 16) > prefix)
+        if candidates.numel():
+            with pytest.raises(ValueError, match="candidates"):
+                kernels.split(scores, mask, prefix, torch.empty_like(mask), index[:-1], key[:-1])

@@ -127,17 +127,22 @@ def test_nonnegative_keys_select_like_masked_scores(path, monkeypatch):
         assert not (got & ~was_kept).any()  # masks only grow
 
 
-@pytest.mark.parametrize("native_kernels", [True, False], ids=["c-kernels", "torch"])
+@pytest.mark.parametrize("path", ["c-kernels-split", "c-kernels-count", "torch"])
 @pytest.mark.parametrize("setting", ["SMALL_CPU", "SMALL"], ids=["held", "per-pass"])
-def test_lowest_keep_nonnegative_prunes_what_masked_scores_prune(native_kernels, setting, monkeypatch):
+def test_lowest_keep_nonnegative_prunes_what_masked_scores_prune(path, setting, monkeypatch):
     """Non-negative scores with masks: the C kernels and torch operations give the reference masks, ties shared in order.
 
     "held": sources called once (SMALL_CPU = 0: above it, the kernels run); "per-pass": called on every pass (SMALL = 0).
+    The kernels' last pass either records the keys in the k-th key's 16-bit bin and settles them apart ("split": with
+    SMALL_CPU = 0 by their low bits' histogram, else by a sort) or counts their low bits over all keys first ("count").
     """
-    if native_kernels:
-        assert native.kernels() is not None, "the C kernels did not build"
-    else:
+    if path == "torch":
         monkeypatch.setattr(native, "kernels", lambda: None)
+    else:
+        assert native.kernels() is not None, "the C kernels did not build"
+        monkeypatch.setattr(threshold, "FEW_CANDIDATES", 1 if path.endswith("split") else 10**9)
+        if path.endswith("count"):
+            monkeypatch.setattr(threshold, "SMALL_CPU", 0)
     monkeypatch.setattr(threshold, setting, 0)
     g = torch.Generator().manual_seed(2)
     for trial in range(100):

@@ -81,6 +81,8 @@ class Kernels:
         lib.select_histogram.restype = i32
         lib.select_keep.argtypes = [p, p, i64, u32, i32, p, i32]
         lib.select_keep.restype = None
+        lib.select_split.argtypes = [p, p, i64, i64, p, p, p, i64, i32]
+        lib.select_split.restype = i64
         self.lib, self.path = lib, path
 
     @staticmethod
@@ -116,6 +118,25 @@ class Kernels:
             raise ValueError("out must be a contiguous bool tensor of the mask's size")
         self.lib.select_keep(scores.data_ptr(), mask.data_ptr(), scores.numel(), threshold, int(inclusive), out.data_ptr(), threads)
         return out
+
+
+    def split(self, scores: torch.Tensor, mask: torch.Tensor, prefix: int, out: torch.Tensor, index: torch.Tensor, key: torch.Tensor) -> int:
+        """The last pass when the k-th key's high 16 bits are `prefix`: `out` = key >> 16 > prefix; the candidates recorded.
+
+        Candidates (high bits equal to `prefix`) are left False in `out`;
+        their indices go to `index` (int64) and keys to `key` (int32), in
+        index order, and their count is returned. `out` may be `mask`.
+        """
+        threads = self._check(scores, mask)
+        if out.dtype != torch.bool or not out.is_contiguous() or out.numel() != mask.numel():
+            raise ValueError("out must be a contiguous bool tensor of the mask's size")
+        if index.dtype != torch.int64 or key.dtype != torch.int32 or not (index.is_contiguous() and key.is_contiguous()) or index.numel() != key.numel():
+            raise ValueError("index (int64) and key (int32) must be contiguous and of one size")
+        got = self.lib.select_split(scores.data_ptr(), mask.data_ptr(), scores.numel(), prefix, out.data_ptr(),
+                                    index.data_ptr(), key.data_ptr(), index.numel(), threads)
+        if got < 0:
+            raise ValueError(f"more than {index.numel()} candidates with high bits {prefix:#x}")
+        return got
 
 
 _switched_off = 0  # depth of `disabled()` blocks

@@ -41,6 +41,9 @@ Source = Union[torch.Tensor, Callable[[], torch.Tensor]]
 SMALL = 1 << 21  # up to this many entries one stable sort is cheaper than the radix passes (CUDA)
 # On the CPU the radix passes win from about 8K entries (LeNet-5's 62K: 0.2-0.3 against 0.3-0.8 ms; 1M: 2-3 against 15-18 ms).
 SMALL_CPU = 1 << 13
+# With the C kernels, when at most 1/FEW_CANDIDATES of the keys share the k-th key's high 16 bits, the last
+# pass records them and settles them apart (one pass fewer); more (many equal scores) take the low-bit pass.
+FEW_CANDIDATES = 16
 INF_KEY = 0x7F800000  # the bits of +inf: the largest key of a non-negative, non-NaN float32
 _NEG_ZERO_KEY = -1  # the key of -0.0 (bits 0x80000000); mapped to the key of +0.0
 
@@ -276,15 +279,17 @@ def lowest_keep_nonnegative(
         sources = [lambda s=s: _flat_pair(*s()) for s in sources]
     outs = list(out) if out is not None else [None] * len(sources)
     hist = native.histogram_buffer()
-    prefix, below = None, 0
-    for level in range(2):  # the high 16 bits of the keys, then the low 16 bits of those in the chosen bin
-        hist.zero_()
-        for source in sources:
-            kernels.histogram(*source(), prefix, hist, check=level == 0)
-        b, under, equal = _pick(hist[: native.BINS], n_prune - below)
-        below += under
-        prefix = b if prefix is None else (prefix << 16) | b
-    threshold, ties_left = prefix, n_prune - below  # ties_left >= 1: the k-th entry itself is pruned
+    for source in sources:
+        kernels.histogram(*source(), None, hist, check=True)
+    prefix, below, candidates = _pick(hist[: native.BINS], n_prune)  # the high 16 bits of the k-th key
+    if candidates <= max(total // FEW_CANDIDATES, SMALL_CPU):
+        return _split_and_settle(kernels, sources, outs, prefix, n_prune - below, candidates)
+    # many keys share the k-th key's high bits (equal scores): count their low 16 bits, then one comparison pass
+    hist.zero_()
+    for source in sources:
+        kernels.histogram(*source(), prefix, hist)
+    b, under, equal = _pick(hist[: native.BINS], n_prune - below)
+    threshold, ties_left = (prefix << 16) | b, n_prune - below - under  # ties_left >= 1: the k-th entry itself is pruned
     keeps = []
     for source, o in zip(sources, outs):
         scores, mask = source()
@@ -294,6 +299,34 @@ def lowest_keep_nonnegative(
             keep, ties_left, equal = _keep_sharing_ties(nonnegative_keys(scores, mask, False), threshold, ties_left, equal, o)
         keeps.append(keep)
     return keeps
+
+
+def _split_and_settle(kernels, sources: list, outs: list, prefix: int, rank: int, candidates: int) -> list[torch.Tensor]:
+    """The last pass when few keys share the k-th key's high bits `prefix`: every mask written but theirs, then theirs.
+
+    `kernels.split` writes each mask (high bits above `prefix`: kept) and
+    records the candidates in flat order; the `rank` lowest of them are
+    pruned (ties in flat order), the others set kept. One score evaluation
+    and one pass fewer than counting their low bits over all entries.
+    """
+    index = torch.empty(candidates, dtype=torch.int64)
+    keys = torch.empty(candidates, dtype=torch.int32)
+    spans, used = [], 0
+    for source, o in zip(sources, outs):
+        scores, mask = source()
+        o = torch.empty_like(mask) if o is None else o
+        got = kernels.split(scores, mask, prefix, o, index[used:], keys[used:])
+        spans.append((o, used, used + got))
+        used += got
+    if candidates <= SMALL_CPU:
+        kept = _lowest_keep_sorted([keys], rank)[0]
+    else:
+        b, under, equal = _pick(torch.bincount(keys & 0xFFFF, minlength=native.BINS), rank)
+        kept = _keep_sharing_ties(keys, (prefix << 16) | b, rank - under, equal, None)[0]
+    for o, a, z in spans:
+        if z > a:
+            o[index[a:z][kept[a:z]]] = True
+    return [o for o, _, _ in spans]
 
 
 def _flat_pair(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

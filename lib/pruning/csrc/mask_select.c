@@ -18,10 +18,12 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define BINS 65536
 #define SPREAD 8 /* spare bins after the BINS of a histogram, see count_digits */
 #define INF_BITS 0x7F800000u /* +inf; above it a NaN, from 0x80000000 a negative float */
+#define MAX_THREADS 256
 
 enum { OK = 0, HAS_NAN = 1, HAS_NEGATIVE = 2 };
 
@@ -92,4 +94,67 @@ void select_keep(const float *scores, const uint8_t *mask, int64_t n, uint32_t t
     uint32_t t = inclusive ? threshold : threshold + 1u; /* key >= t either way (threshold < 2^31: no overflow) */
 #pragma omp parallel for num_threads(threads > 1 ? threads : 1) schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = ((bits[i] + 1u) & (0u - (uint32_t)mask[i])) >= t;
+}
+
+/* select_split over entries [begin, end): candidates go to index/key from 0; -1 past capacity. */
+static int64_t split_range(const uint32_t *bits, const uint8_t *mask, int64_t begin, int64_t end, uint32_t prefix,
+                           uint8_t *out, int64_t *index, int32_t *key, int64_t capacity) {
+    int64_t c = 0;
+    for (int64_t i = begin; i < end; i++) {
+        uint32_t k = (bits[i] + 1u) & (0u - (uint32_t)mask[i]);
+        uint32_t high = k >> 16;
+        out[i] = high > prefix;
+        if (high == prefix) {
+            if (c == capacity) return -1;
+            index[c] = i;
+            key[c] = (int32_t)k;
+            c++;
+        }
+    }
+    return c;
+}
+
+/*
+ * The last pass, once the first has found the high 16 bits (prefix) of the
+ * k-th key: out[i] = (key >> 16) > prefix for every entry, settled for all
+ * but the candidates, the entries whose high bits equal prefix; those are
+ * recorded in index order, their index into index[] and their key into
+ * key[], for the caller to settle among themselves. Returns how many, or -1
+ * when more than capacity. out may be mask itself.
+ */
+int64_t select_split(const float *scores, const uint8_t *mask, int64_t n, int64_t prefix, uint8_t *out, int64_t *index,
+                     int32_t *key, int64_t capacity, int threads) {
+    const uint32_t *bits = (const uint32_t *)scores;
+    if (threads <= 1) return split_range(bits, mask, 0, n, (uint32_t)prefix, out, index, key, capacity);
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    int64_t counts[MAX_THREADS];
+    int64_t *indices[MAX_THREADS];
+    int32_t *keys[MAX_THREADS];
+    int used = 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+        used = nt;
+        /* thread 0 writes in place; the others into their own arrays, appended after */
+        indices[t] = t ? malloc((size_t)(capacity ? capacity : 1) * sizeof(int64_t)) : index;
+        keys[t] = t ? malloc((size_t)(capacity ? capacity : 1) * sizeof(int32_t)) : key;
+        counts[t] = t == 0 || (indices[t] && keys[t]) ? split_range(/* index, key: NULL when empty (capacity 0) */bits, mask, n * t / nt, n * (t + 1) / nt, (uint32_t)prefix, out,
+                                                         indices[t], keys[t], capacity)
+                                           : -1;
+    }
+    int64_t total = 0;
+    for (int t = 0; t < used; t++) {
+        if (counts[t] < 0 || total + counts[t] > capacity) total = -1;
+        if (t && total >= 0) {
+            memcpy(index + total, indices[t], (size_t)counts[t] * sizeof(int64_t));
+            memcpy(key + total, keys[t], (size_t)counts[t] * sizeof(int32_t));
+        }
+        if (total >= 0) total += counts[t];
+        if (t) {
+            free(indices[t]);
+            free(keys[t]);
+        }
+    }
+    return total;
 }
