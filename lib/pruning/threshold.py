@@ -22,9 +22,15 @@
 
 Scores are compared as float32 (wider or narrower floats are converted first);
 -inf sorts first (already-pruned entries), NaN is an error, -0.0 equals 0.0.
-`lowest_keep_keys` takes key sources instead of scores: a pruner whose scores
-are never negative (magnitude, state) makes its keys with `nonnegative_keys`,
-already-pruned entries below all others, in two in-place passes.
+`lowest_keep_keys` takes key sources instead of scores. A pruner whose scores
+are never negative (magnitude, state) calls `lowest_keep_nonnegative` with
+its scores and masks, already-pruned entries below all others: on the CPU
+the C kernels (`native`) make the keys, filter and count them inside each
+pass, and when few keys share the k-th key's high 16 bits (the usual case)
+the second pass writes the masks and settles those few apart, so the scores
+are evaluated twice instead of three times; without the kernels (no C
+compiler) the keys are made by `nonnegative_keys` in two in-place passes and
+selected as above. Both give the same masks.
 """
 
 from __future__ import annotations

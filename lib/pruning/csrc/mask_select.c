@@ -8,7 +8,9 @@
  * their bits. These are the keys `threshold.nonnegative_keys` makes with
  * torch operations, one memory pass each; here one pass makes them, filters
  * them by their high 16 bits and counts a 16-bit digit (torch's bincount
- * runs on one thread).
+ * runs on one thread). select_histogram counts; select_split, once the high
+ * bits of the k-th key are known, writes the masks and records the few
+ * entries that share them; select_keep writes the masks from a full key.
  *
  * Threads: OpenMP. Built with -fopenmp, the library asks for libgomp.so.1,
  * which the dynamic loader resolves to the copy torch has already loaded,
