@@ -15,7 +15,8 @@
   and on the CPU up to `SMALL` entries, the keys of all sources are held
   for the update as one tensor (4 bytes per entry, freed after), which turns
   hundreds of small passes (synchronising on CUDA) into a few large ones.
-  Beyond, the CPU calls each source again on each of the three passes, so
+  Beyond, the CPU calls each source again on each pass (three; two for
+  `lowest_keep_nonnegative` with the C kernels), so
   one tensor's keys exist at a time and a caller may make them all in one
   buffer (`reevaluates`): holding 85M keys instead cost as much in page
   faults (70 000 per update) as the recomputation, and varied twice as much.
@@ -267,10 +268,11 @@ def lowest_keep_nonnegative(
     Each source returns freshly computed scores (which the selection may
     overwrite) and the mask of the entries still kept, both flat. On the
     CPU with the C kernels (`native.kernels()`) and more than `SMALL_CPU`
-    entries, each pass makes the keys, filters and counts them in one pass
-    over several threads; otherwise the keys are made by `nonnegative_keys`.
-    Either way the masks are the same, bit for bit; `out` as in
-    `lowest_keep_keys`.
+    entries, a kernel pass makes the keys and counts their high 16 bits;
+    a second writes the masks and records the entries sharing the k-th
+    key's high bits, settled apart (`_split_and_settle`), unless they are
+    many; otherwise the keys are made by `nonnegative_keys`. Either way the
+    masks are the same, bit for bit; `out` as in `lowest_keep_keys`.
     """
     total = sum(sizes)
     kernels = native.kernels() if device.type == "cpu" and total > min(SMALL, SMALL_CPU) else None
