@@ -39,7 +39,10 @@ Per method and model:
                  step on two CPU cores varies by +-20 %)
   in-hook ms     the time inside the hooks alone, for comparison
   update ms      a mask update from half the target to the target (exact
-                 global threshold, then zeroing weights and moments); for
+                 global threshold, then zeroing weights and moments; the
+                 weights and moments the previous round's update zeroed
+                 get their values back first, untimed, as kept weights
+                 are in training: not exactly zero); for
                  torch.nn.utils.prune, one global_unstructured L1 call
                  (timed once: tens of seconds on the GPT-2 stack)
   @N             (hooks + update / N) / dense step: the overhead per step
@@ -153,7 +156,12 @@ class Case:
             self.pruner.apply_masks()
             self.step()
             self.half = [m.clone() for m in self.pruner.mask_list()]  # each round updates from these masks
+            before = [t.clone() for t, _ in self._masked_tensors()]
             self.update()  # to the target, untimed
+            # what that update zeroed, restored before each timed update (see update())
+            self.revived = [h & ~m for h, m in zip(self.half, self.pruner.mask_list())]
+            self.revived_values = [b[self.revived[i]] for b, (_, i) in zip(before, self._masked_tensors())]
+            del before
             self.bytes_per_param = self.pruner.state_bytes() / n
         elif method == "torch-prune":  # one global L1 call (tens of seconds on the GPT-2 stack): timed once
             modules = [m for m in model.modules() if isinstance(m, pruning.base.PRUNABLE_TYPES)]
@@ -166,10 +174,30 @@ class Case:
                         for m in modules)  # weight_orig is the old parameter: not extra
             self.bytes_per_param = extra / n
 
+    def _masked_tensors(self) -> list[tuple[torch.Tensor, int]]:
+        """Each prunable weight and each of its optimizer moments, with the index of its mask."""
+        out = []
+        for i, (_, p) in enumerate(self.pruner.params):
+            out.append((p, i))
+            state = self.opt.state.get(p, {})
+            out += [(state[k], i) for k in pruning.base.MOMENT_KEYS if torch.is_tensor(state.get(k)) and state[k].shape == p.shape]
+        return out
+
+    @torch.no_grad()
     def update(self) -> float:
-        """One timed mask update from the earlier level's masks to the target (threshold, then zeroing)."""
+        """One timed mask update from the earlier level's masks to the target (threshold, then zeroing).
+
+        The weights and moments the previous update zeroed are first given
+        back their values from before it: left at zero, a quarter of the
+        weights would tie at score 0 below every other kept weight, which
+        training never produces (kept weights are not exactly zero) and
+        which sends the selection down its path for many equal scores.
+        """
         for m, h in zip(self.pruner.mask_list(), self.half):
             m.copy_(h)
+        if hasattr(self, "revived"):
+            for (t, i), values in zip(self._masked_tensors(), self.revived_values):
+                t.masked_scatter_(self.revived[i], values)
         self.pruner.sparsity = self.sparsity / 2
         _sync(self.device)
         t = time.perf_counter()

@@ -141,3 +141,43 @@ def test_split_settles_all_but_the_candidates_and_records_them_in_order(kernels,
         if candidates.numel():
             with pytest.raises(ValueError, match="candidates"):
                 kernels.split(scores, mask, prefix, torch.empty_like(mask), index[:-1], key[:-1])
+
+
+def reference_prune(scores, masks, n_prune):
+    """The masks pruning the n_prune lowest keys of the concatenation, ties in flat order (a stable sort)."""
+    keys = nonnegative_keys(scores.clone(), torch.cat([m.reshape(-1) for m in masks]))
+    keep = torch.ones(keys.numel(), dtype=torch.bool)
+    keep[torch.sort(keys, stable=True).indices[:n_prune]] = False
+    return keep
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 0, 3], [150, 2400, 48000, 10080, 840]], ids=["one", "with-empty", "lenet5"])
+def test_select_small_prunes_the_lowest_keys_in_place_ties_in_order(kernels, sizes):
+    n = sum(sizes)
+    scores, flat = scores_and_mask(n, seed=3)
+    scores[n // 3 : n // 3 + n // 10] = 0.25  # a tenth of all keys tie (one 11-bit bin, one middle bin, one key)
+    kept = int(flat.sum())
+    for n_prune in sorted({1, n - kept + 1, (n + n - kept) // 2, n - 1, n} - {0}):
+        if not n - kept <= n_prune <= n or n_prune < 1:
+            continue
+        masks = [m.clone() for m in flat.split(sizes)]
+        kernels.select_small(scores, masks, n_prune)
+        assert torch.equal(torch.cat(masks), reference_prune(scores, flat.split(sizes), n_prune)), n_prune
+
+
+def test_select_small_refuses_nan_negative_and_wrong_inputs(kernels):
+    scores, mask = scores_and_mask(100)
+    masks = list(mask.clone().split([60, 40]))
+    for bad, message in [(float("nan"), "NaN"), (-0.0, "negative")]:
+        spoiled = scores.clone()
+        spoiled[77] = bad
+        with pytest.raises(ValueError, match=message):
+            kernels.select_small(spoiled, masks, 50)
+    with pytest.raises(ValueError, match="cannot prune 0"):
+        kernels.select_small(scores, masks, 0)
+    with pytest.raises(ValueError, match="for masks of 60"):
+        kernels.select_small(scores, masks[:1], 5)
+    with pytest.raises(TypeError, match="bool masks"):
+        kernels.select_small(scores, [mask.view(10, 10).t()], 5)
+    with pytest.raises(TypeError, match="float32"):
+        kernels.select_small(scores.double(), masks, 5)

@@ -188,3 +188,29 @@ def test_bin_histogram_equals_selecting_the_bin_even_at_the_int32_ends(shift, wi
         prefix = k >> (shift + width)
         expected = torch.bincount((key[(key >> (shift + width)) == prefix] >> shift) & ((1 << width) - 1), minlength=1 << width)
         assert torch.equal(threshold._bin_histogram(key, prefix, shift, width), expected), (k, shift, width)
+
+
+@pytest.mark.parametrize("path", ["c-kernels", "torch", "above-small"])
+def test_lowest_keep_held_writes_what_masked_scores_prune_into_the_masks(path, monkeypatch):
+    """One flat score tensor over several masks: one kernel call, or (no kernels, or from PARALLEL_FROM entries) the
+    concatenated masks through lowest_keep_nonnegative, copied back; a channels_last mask takes the second way too."""
+    if path == "torch":
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    elif path == "above-small":
+        monkeypatch.setattr(native, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(threshold, "SMALL_CPU", 0)
+    g = torch.Generator().manual_seed(4)
+    for trial in range(60):
+        sizes = [int(torch.randint(1, 40, (), generator=g)) for _ in range(int(torch.randint(1, 5, (), generator=g)))]
+        scores = [torch.randint(0, 6, (n,), generator=g).float() / 4 for n in sizes]
+        kept = [torch.rand(n, generator=g) > 0.3 for n in sizes]
+        if trial % 4 == 0:  # a conv weight's mask in channels_last: not contiguous
+            sizes[0], scores[0] = 24, torch.randint(0, 6, (24,), generator=g).float() / 4
+            kept[0] = (torch.rand(2, 3, 2, 2, generator=g) > 0.3).contiguous(memory_format=torch.channels_last)
+        pruned = sum(int((~m).sum()) for m in kept)
+        k = int(torch.randint(pruned, sum(sizes) + 1, (), generator=g))
+        expected = reference([s.masked_fill(~m.reshape(-1), float("-inf")) for s, m in zip(scores, kept)], k)
+        masks = [m.clone(memory_format=torch.preserve_format) for m in kept]
+        got = threshold.lowest_keep_held(torch.cat(scores), masks, k)
+        assert all(a is b for a, b in zip(got, masks))
+        assert torch.equal(torch.cat([m.reshape(-1) for m in masks]), expected), f"trial {trial}"

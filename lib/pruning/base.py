@@ -36,7 +36,14 @@ from torch import nn
 from lib.pruning.layer_adaptive import LayerAdaptive
 from lib.pruning.masking import mask_multiply_, multiplier_factors, multiply_by_factors_
 from lib.pruning.schedule import SparsitySchedule
-from lib.pruning.threshold import holds_one_tensor, keep_top, lowest_keep, lowest_keep_nonnegative, reevaluates  # noqa: F401  (keep_top is public API)
+from lib.pruning.threshold import (  # noqa: F401  (keep_top is public API)
+    holds_one_tensor,
+    keep_top,
+    lowest_keep,
+    lowest_keep_held,
+    lowest_keep_nonnegative,
+    reevaluates,
+)
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = tuple(
@@ -243,13 +250,13 @@ class Pruner(ABC):
         if updated or self.remask == "step":
             self.apply_masks()
 
-    def _group_scores(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and masks of the tensors `idx`, one after another in one flat tensor each."""
-        sizes, masks = [self.sizes[i] for i in idx], self.mask_list()
-        scores = torch.empty(sum(sizes), dtype=torch.float32, device=masks[idx[0]].device)
+    def _group_scores(self, idx: list[int], device: torch.device) -> torch.Tensor:
+        """Scores of the tensors `idx`, one after another in one flat float32 tensor."""
+        sizes = [self.sizes[i] for i in idx]
+        scores = torch.empty(sum(sizes), dtype=torch.float32, device=device)
         for i, part in zip(idx, scores.split(sizes)):
             self.score_into(i, part)
-        return scores, torch.cat([masks[i].reshape(-1) for i in idx])
+        return scores
 
     def _masked_score(self, i: int) -> torch.Tensor:
         mask = self.mask_list()[i]
@@ -264,11 +271,10 @@ class Pruner(ABC):
             if n_prune == pruned:
                 continue
             sizes, device = [self.sizes[i] for i in idx], masks[idx[0]].device
-            if self.nonnegative_scores and len(idx) > 1 and holds_one_tensor(sum(sizes), device):
+            if self.nonnegative_scores and holds_one_tensor(sum(sizes), device):
                 # the keys will be one tensor: scores made there directly, a few operations over all
-                # entries instead of a few per tensor (LeNet-5: the per-operation cost exceeds the work)
-                keep = lowest_keep_nonnegative([lambda idx=idx: self._group_scores(idx)], n_prune, [sum(sizes)], device)[0]
-                keeps = keep.split(sizes)
+                # entries instead of a few per tensor (LeNet-5: one kernel call; the per-operation cost exceeds the work)
+                keeps = lowest_keep_held(self._group_scores(idx, device), [masks[i] for i in idx], n_prune)
             elif self.nonnegative_scores:
                 # scores evaluated on every pass of the selection share one buffer (their keys are used up in turn)
                 buf = torch.empty(max(sizes), device=device) if reevaluates(sum(sizes), len(idx), device) else None

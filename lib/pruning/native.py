@@ -38,6 +38,7 @@ FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp")
 BINS = 1 << 16  # each pass counts a 16-bit digit of the 32-bit keys
 SPREAD = 8  # spare zero bins a histogram carries for the kernel's scratch (mask_select.c)
 PARALLEL_FROM = 1 << 18  # entries from which a pass is split over threads (a thread costs tens of microseconds)
+_NO_MEMORY = 3
 _STATUS = {
     1: "pruning scores contain NaN; check the weights and the optimizer state for divergence",
     2: "a pruning method that promises non-negative scores produced negative ones (or a negative NaN)",
@@ -87,6 +88,8 @@ class Kernels:
         lib.select_keep.restype = None
         lib.select_split.argtypes = [p, p, i64, i64, p, p, p, i64, i32]
         lib.select_split.restype = i64
+        lib.select_small.argtypes = [p, p, p, i32, i64]
+        lib.select_small.restype = i32
         self.lib, self.path = lib, path
 
     @staticmethod
@@ -123,7 +126,6 @@ class Kernels:
         self.lib.select_keep(scores.data_ptr(), mask.data_ptr(), scores.numel(), threshold, int(inclusive), out.data_ptr(), threads)
         return out
 
-
     def split(self, scores: torch.Tensor, mask: torch.Tensor, prefix: int, out: torch.Tensor, index: torch.Tensor, key: torch.Tensor) -> int:
         """The last pass when the k-th key's high 16 bits are `prefix`: `out` = key >> 16 > prefix; the candidates recorded.
 
@@ -141,6 +143,34 @@ class Kernels:
         if got < 0:
             raise ValueError(f"more than {index.numel()} candidates with high bits {prefix:#x}")
         return got
+
+
+    def select_small(self, scores: torch.Tensor, masks: list[torch.Tensor], n_prune: int) -> None:
+        """Prune, in `masks` (updated in place), the `n_prune` lowest keys of `scores`, ties in flat order.
+
+        `scores` is the flat concatenation of the tensors' scores, `masks`
+        their masks in the same order (keys as in `histogram`: 0 where a
+        mask is False, so those entries go first; 1 <= n_prune <= entries).
+        One call, one thread: for small selections (below PARALLEL_FROM
+        entries), where the passes' torch operations cost more than the work.
+        """
+        if scores.dtype != torch.float32 or scores.device.type != "cpu" or not scores.is_contiguous():
+            raise TypeError(f"expected contiguous float32 scores on the CPU, got {scores.dtype} on {scores.device}")
+        if any(m.dtype != torch.bool or m.device.type != "cpu" or not m.is_contiguous() for m in masks):
+            raise TypeError("expected contiguous bool masks on the CPU")
+        sizes = [m.numel() for m in masks]
+        n = sum(sizes)
+        if n != scores.numel() or n >= 1 << 32:
+            raise ValueError(f"{scores.numel()} scores for masks of {n} entries (at most 2**32 - 1)")
+        if not 1 <= n_prune <= n:
+            raise ValueError(f"cannot prune {n_prune} of {n} entries here (1 to {n})")
+        pointers = (ctypes.c_void_p * len(masks))(*[m.data_ptr() for m in masks])
+        counts = (ctypes.c_int64 * len(masks))(*sizes)
+        status = self.lib.select_small(scores.data_ptr(), pointers, counts, len(masks), n_prune)
+        if status == _NO_MEMORY:
+            raise MemoryError(f"select_small: no memory for the candidates of {n} entries")
+        if status:
+            raise ValueError(_STATUS[status])
 
 
 _switched_off = 0  # depth of `disabled()` blocks

@@ -309,6 +309,34 @@ def lowest_keep_nonnegative(
     return keeps
 
 
+def lowest_keep_held(scores: torch.Tensor, masks: Sequence[torch.Tensor], n_prune: int) -> list[torch.Tensor]:
+    """`lowest_keep_nonnegative` over scores held in one tensor, written into the masks.
+
+    `scores` (non-negative; may be overwritten) is the flat concatenation
+    of the scores of the tensors whose bool `masks` (any shapes) are given
+    in the same order; the masks are updated in place and returned. On the
+    CPU with the C kernels and fewer than `native.PARALLEL_FROM` entries
+    (LeNet-5) one kernel call does the whole selection and writes the masks
+    (`select_small`); otherwise the masks are concatenated for
+    `lowest_keep_nonnegative` and its keep-masks copied back.
+    """
+    sizes = [m.numel() for m in masks]
+    total = sum(sizes)
+    if scores.numel() != total:
+        raise ValueError(f"{scores.numel()} scores for masks of {total} entries")
+    kernels = native.kernels() if scores.device.type == "cpu" and total < native.PARALLEL_FROM else None
+    if kernels is not None and 0 < n_prune <= total and all(m.is_contiguous() for m in masks):
+        kernels.select_small(scores.detach().float().reshape(-1).contiguous(), list(masks), n_prune)
+        return list(masks)
+    flat = torch.cat([m.reshape(-1) for m in masks]) if len(masks) > 1 else masks[0].reshape(-1)
+    out = [flat] if len(masks) == 1 and flat.data_ptr() == masks[0].data_ptr() else None  # one mask: in place
+    keep = lowest_keep_nonnegative([lambda: (scores.reshape(-1), flat)], n_prune, [total], scores.device, out)[0]
+    for m, k in zip(masks, keep.split(sizes)):
+        if k.data_ptr() != m.data_ptr():
+            m.copy_(k.view(m.shape))
+    return list(masks)
+
+
 def _split_and_settle(kernels, sources: list, outs: list, prefix: int, rank: int, candidates: int) -> list[torch.Tensor]:
     """The last pass when few keys share the k-th key's high bits `prefix`: every mask written but theirs, then theirs.
 

@@ -160,3 +160,86 @@ int64_t select_split(const float *scores, const uint8_t *mask, int64_t n, int64_
     }
     return total;
 }
+
+/*
+ * Small selections in one call (below PARALLEL_FROM entries: LeNet-5's 62K),
+ * where each torch operation of the passes above (a 65536-bin histogram,
+ * its cumsum, the concatenated and split masks) costs more than the work.
+ * scores holds the flat scores of `parts` tensors one after another; masks[p]
+ * (sizes[p] entries) is the p-th tensor's mask, updated in place: the
+ * n_prune lowest keys (1 <= n_prune <= the sum of sizes) are pruned, ties in flat order,
+ * as select_histogram/select_split and the caller's settling do. Radix
+ * select over 11/11/9-bit digits: a histogram pass over all entries, a
+ * split pass that writes every mask but those of the candidates (keys in the
+ * k-th key's top bin), then two small passes over the candidates alone.
+ * Returns OK, HAS_NAN, HAS_NEGATIVE, or NO_MEMORY.
+ */
+#define SMALL_BINS 2048 /* the widest digit: 11 bits */
+enum { NO_MEMORY = 3 };
+
+/* The bin holding the rank-th smallest count (1-based), and how many lie below it. */
+static int pick_bin(const uint32_t *h, int bins, int64_t rank, int64_t *below) {
+    int64_t cum = 0;
+    int b = 0;
+    while (b < bins - 1 && cum + h[b] < rank) cum += h[b++];
+    *below = cum;
+    return b;
+}
+
+int select_small(const float *scores, uint8_t *const *masks, const int64_t *sizes, int parts, int64_t n_prune) {
+    const uint32_t *bits = (const uint32_t *)scores;
+    uint32_t h[SMALL_BINS + SPREAD];
+    uint32_t worst = 0;
+    memset(h, 0, sizeof h);
+    int64_t off = 0;
+    for (int p = 0; p < parts; off += sizes[p], p++) {
+        const uint8_t *mask = masks[p];
+        for (int64_t i = 0; i < sizes[p]; i++) { /* pruned entries spread over SPREAD bins, as in count_digits */
+            uint32_t x = bits[off + i], kept = 0u - (uint32_t)mask[i];
+            worst = x > worst ? x : worst;
+            h[(((x + 1u) >> 20) & kept) | ((SMALL_BINS + ((uint32_t)i & (SPREAD - 1))) & ~kept)]++;
+        }
+    }
+    if (worst > INF_BITS) return worst < 0x80000000u ? HAS_NAN : HAS_NEGATIVE;
+    for (int s = 0; s < SPREAD; s++) h[0] += h[SMALL_BINS + s];
+    int64_t below;
+    uint32_t top = (uint32_t)pick_bin(h, SMALL_BINS, n_prune, &below);
+    int64_t rank = n_prune - below, count = h[top]; /* the k-th key is the rank-th of the count candidates */
+    uint8_t **where = malloc((size_t)(count ? count : 1) * sizeof(uint8_t *));
+    uint32_t *key = malloc((size_t)(count ? count : 1) * sizeof(uint32_t));
+    if (!where || !key) {
+        free(where);
+        free(key);
+        return NO_MEMORY;
+    }
+    int64_t c = 0;
+    off = 0;
+    for (int p = 0; p < parts; off += sizes[p], p++) {
+        uint8_t *mask = masks[p];
+        for (int64_t i = 0; i < sizes[p]; i++) {
+            uint32_t k = (bits[off + i] + 1u) & (0u - (uint32_t)mask[i]);
+            mask[i] = (k >> 20) > top;
+            if ((k >> 20) == top) {
+                where[c] = mask + i;
+                key[c++] = k;
+            }
+        }
+    }
+    /* the candidates' middle 11 bits, then the low 9 bits of those sharing the k-th key's */
+    uint32_t mid[SMALL_BINS], low[512];
+    memset(mid, 0, sizeof mid);
+    memset(low, 0, sizeof low);
+    for (int64_t j = 0; j < c; j++) mid[(key[j] >> 9) & (SMALL_BINS - 1)]++;
+    uint32_t m = (uint32_t)pick_bin(mid, SMALL_BINS, rank, &below);
+    rank -= below;
+    uint32_t prefix = (top << 11) | m;
+    for (int64_t j = 0; j < c; j++)
+        if ((key[j] >> 9) == prefix) low[key[j] & 511]++;
+    uint32_t threshold = (prefix << 9) | (uint32_t)pick_bin(low, 512, rank, &below);
+    int64_t ties_left = rank - below; /* >= 1: the k-th entry itself is pruned */
+    for (int64_t j = 0; j < c; j++)
+        *where[j] = key[j] > threshold || (key[j] == threshold && ties_left-- <= 0);
+    free(where);
+    free(key);
+    return OK;
+}
