@@ -17,9 +17,10 @@ on a shared machine hits every method, and the updates and the steps,
 alike; medians over the rounds are printed.
 
 Methods: none (dense), magnitude, movement, state (bitter7), each as the
-harness runs it; "/torch" rows make the same mask updates with the CPU
-selection in torch operations instead of the C kernels (lib.pruning.native;
-the same masks), "/step" rows re-mask weights and moments after every step
+harness runs it; "/torch" rows prune with torch operations alone, as on a
+machine without a C compiler: no C kernels (lib.pruning.native) for the
+CPU selection or for zeroing gradients, weights and moments (the same
+masks and zeros), "/step" rows re-mask weights and moments after every step
 (PRUNING_REMASK_STEP); torch.nn.utils.prune for comparison.
 
 Per method and model:
@@ -133,7 +134,7 @@ class Case:
     def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device, kernels: str):
         method, remask, kernels_on = METHODS[label]
         self.label, self.model, self.loss_fn, self.batch, self.device = label, model, loss_fn, batch, device
-        self.selection = contextlib.nullcontext if kernels_on else native.disabled
+        self.native = contextlib.nullcontext if kernels_on else native.disabled  # around every pruning call
         self.sparsity = sparsity
         self.opt = optim.build("adamw", model, lr=1e-4, weight_decay=0.01, kernels=kernels)
         self.pruner = None
@@ -151,7 +152,7 @@ class Case:
             never = SparsitySchedule(sparsity, 10**9, 10**9 + 1)  # steps apply the hooks, never a mask update
             self.pruner = pruning.build(method, model, never, 1, self.opt, remask=remask, **kw)
             self.step()  # movement: one step of scores
-            with self.selection():
+            with self.native():
                 self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms the kernels up)
             self.pruner.apply_masks()
             self.step()
@@ -201,9 +202,9 @@ class Case:
         self.pruner.sparsity = self.sparsity / 2
         _sync(self.device)
         t = time.perf_counter()
-        with self.selection():
+        with self.native():
             self.pruner.update_masks(self.sparsity)
-        self.pruner.apply_masks()
+            self.pruner.apply_masks()
         _sync(self.device)
         return time.perf_counter() - t
 
@@ -214,12 +215,14 @@ class Case:
         loss.backward()
         marks = [self._mark()]
         if self.pruner is not None:
-            self.pruner.mask_gradients()
+            with self.native():
+                self.pruner.mask_gradients()
         marks.append(self._mark())
         self.opt.step()
         marks.append(self._mark())
         if self.pruner is not None:
-            self.pruner.step()
+            with self.native():
+                self.pruner.step()
         marks.append(self._mark())
         self.marks.append(marks)
 

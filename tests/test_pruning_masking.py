@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lib.pruning import masking
+from lib.pruning import masking, native
 
 
 def test_matches_a_plain_multiply_small_staged_and_strided(monkeypatch):
@@ -38,3 +38,27 @@ def test_small_tensors_take_one_multi_tensor_call_with_the_same_result():
     masking.multiply_by_factors_(tensors, factors)
     for t, e in zip(tensors, expected):
         assert torch.equal(t, e)
+
+
+def test_the_c_kernels_and_torch_multiplies_zero_the_same_entries(monkeypatch):
+    """On the CPU the kernels clear the pruned entries; without them (no compiler) torch multiplies: the same values."""
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(50, 4), (3,), (7, 2, 3)]
+    originals = [torch.randn(s, generator=gen) for s in shapes]
+    masks = [torch.rand(s, generator=gen) > 0.3 for s in shapes]
+    results = []
+    for off in (False, True):
+        tensors = [t.clone() for t in originals]
+        if off:
+            with native.disabled():
+                masking.mask_multiply_(tensors, masks)
+        else:
+            kernels, taken = native.kernels(), []
+            assert kernels is not None, "the C kernels did not build"
+            zero = kernels.zero
+            monkeypatch.setattr(kernels, "zero", lambda *a: taken.append(zero(*a)) or taken[-1])
+            masking.mask_multiply_(tensors, masks)
+            assert taken == [True]
+        results.append(tensors)
+    for a, b, m in zip(*results, masks):
+        assert torch.equal(a, b) and not a[~m].any()

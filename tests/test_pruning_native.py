@@ -181,3 +181,25 @@ def test_select_small_refuses_nan_negative_and_wrong_inputs(kernels):
         kernels.select_small(scores, [mask.view(10, 10).t()], 5)
     with pytest.raises(TypeError, match="float32"):
         kernels.select_small(scores.double(), masks, 5)
+
+
+def test_zero_clears_the_pruned_entries_of_every_width_and_leaves_the_rest(kernels, threads):
+    gen = torch.Generator().manual_seed(5)
+    tensors = [torch.randn(40, 3, generator=gen).to(dtype) for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)]
+    tensors.append(torch.randint(-100, 100, (77,), generator=gen, dtype=torch.int32))
+    tensors[0][0, 0], tensors[0][1, 0] = float("nan"), -3.0
+    masks = [torch.rand(t.shape, generator=gen) > 0.4 for t in tensors]
+    masks[0][0, 0] = masks[0][1, 0] = False  # NaN and a negative entry pruned: +0.0 either way
+    before = [t.clone() for t in tensors]
+    assert kernels.zero(tensors, [m.view(torch.uint8) if i % 2 else m for i, m in enumerate(masks)])
+    for t, b, m in zip(tensors, before, masks):
+        assert torch.equal(t[m], b[m])  # kept entries untouched
+        assert not t[~m].view(torch.uint8 if t.element_size() == 1 else {2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]).any()
+
+
+def test_zero_declines_what_it_cannot_take_and_changes_nothing(kernels):
+    t, m = torch.randn(6, 4), torch.rand(6, 4) > 0.5
+    for tensors, masks in [([t, t.t()], [m, m.t()]), ([t], [m[:3]]), ([t.bool()], [m]), ([t], [m.float()])]:
+        before = [x.clone() for x in tensors]
+        assert not kernels.zero(tensors, masks)
+        assert all(torch.equal(x, b) for x, b in zip(tensors, before))

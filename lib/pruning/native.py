@@ -7,21 +7,24 @@ shift) and counting it (bincount, one thread on the CPU), and a third pass
 of score evaluations for the masks. The kernels make, filter and count the
 keys in one pass over torch's OpenMP threads, and the second pass writes the
 masks while recording the few keys in the k-th key's 16-bit bin, which are
-settled apart (`select_split`). A GPT-2-sized stack's update (85M weights,
-two cores, benchmarks/pruning.py) took 0.40-0.47 s instead of 0.64-0.68 for
-magnitude pruning and 0.57-0.62 s instead of 0.81-0.84 for bitter7.
+settled apart (`select_split`). Below `PARALLEL_FROM` entries (LeNet-5's
+62K) one call does a whole selection and writes the masks in place
+(`select_small`), where the passes' torch operations cost more than the
+work. `mask_zero` zeroes the pruned entries of many tensors in one call
+(masking.py: gradients after every backward; weights and moments). See
+docs/pruning.md ("C kernels on the CPU") for what each saves.
 
 The source is compiled with the system's C compiler (`$CC`, else `cc`) into
 `$XDG_CACHE_HOME/prune-harness/` (default `~/.cache`), named by a hash of
 the source and flags, so a changed source is rebuilt and concurrent runs
 share one build (written under a temporary name, then renamed). Without a
-compiler, or with `PRUNING_NATIVE=0`, `kernels()` is None and the selection
-runs the same algorithm as torch operations (same masks, bit for bit).
+compiler, or with `PRUNING_NATIVE=0`, `kernels()` is None and the pruning
+runs as torch operations: the same masks, bit for bit, and the same zeros
+(a multiply may leave -0.0 where the kernels clear the bits to +0.0).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import hashlib
@@ -90,6 +93,8 @@ class Kernels:
         lib.select_split.restype = i64
         lib.select_small.argtypes = [p, p, p, i32, i64]
         lib.select_small.restype = i32
+        lib.mask_zero.argtypes = [p, p, p, p, i32, i32, i64]
+        lib.mask_zero.restype = None
         self.lib, self.path = lib, path
 
     @staticmethod
@@ -172,6 +177,27 @@ class Kernels:
         if status:
             raise ValueError(_STATUS[status])
 
+    def zero(self, tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> bool:
+        """Zero each tensor's entries where its mask (bool or uint8) is 0, and return True; False when it cannot.
+
+        It can when every pair is a contiguous CPU tensor of 2, 4 or 8-byte
+        elements and a contiguous one-byte mask of as many entries; else it
+        returns False having changed nothing. The bits are cleared: a pruned
+        entry becomes +0.0 whatever it held (a multiply by 0 leaves -0.0 for
+        negative entries and NaN for NaN).
+        """
+        for t, m in zip(tensors, masks, strict=True):
+            if not (t.is_contiguous() and m.is_contiguous() and t.device.type == "cpu" and m.device.type == "cpu"
+                    and t.element_size() in (2, 4, 8) and m.element_size() == 1 and t.numel() == m.numel()):
+                return False
+        count = len(tensors)
+        self.lib.mask_zero((ctypes.c_void_p * count)(*[t.data_ptr() for t in tensors]),
+                           (ctypes.c_void_p * count)(*[m.data_ptr() for m in masks]),
+                           (ctypes.c_int64 * count)(*[t.numel() for t in tensors]),
+                           (ctypes.c_int * count)(*[t.element_size() for t in tensors]),
+                           count, torch.get_num_threads(), PARALLEL_FROM)
+        return True
+
 
 _switched_off = 0  # depth of `disabled()` blocks
 
@@ -181,14 +207,18 @@ def kernels() -> Kernels | None:
     return None if _switched_off else _loaded()
 
 
-@contextlib.contextmanager
-def disabled():
-    """Within the block the selection runs as torch operations (benchmarks time both side by side)."""
-    global _switched_off
-    _switched_off += 1
-    try:
-        yield
-    finally:
+class disabled:
+    """`with disabled():` the pruning runs as torch operations within the block (benchmarks time both side by side).
+
+    A class, not a generator: entering and leaving cost well under a microsecond.
+    """
+
+    def __enter__(self) -> None:
+        global _switched_off
+        _switched_off += 1
+
+    def __exit__(self, *exc) -> None:
+        global _switched_off
         _switched_off -= 1
 
 

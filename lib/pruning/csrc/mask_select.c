@@ -11,6 +11,8 @@
  * runs on one thread). select_histogram counts; select_split, once the high
  * bits of the k-th key are known, writes the masks and records the few
  * entries that share them; select_keep writes the masks from a full key.
+ * select_small does a whole small selection in one call, and mask_zero
+ * clears the pruned entries of many tensors (lib/pruning/masking.py).
  *
  * Threads: OpenMP. Built with -fopenmp, the library asks for libgomp.so.1,
  * which the dynamic loader resolves to the copy torch has already loaded,
@@ -242,4 +244,44 @@ int select_small(const float *scores, uint8_t *const *masks, const int64_t *size
     free(where);
     free(key);
     return OK;
+}
+
+/*
+ * Zero the pruned entries of several tensors: tensors[j] holds sizes[j]
+ * elements of width[j] bytes (2, 4 or 8), masks[j] one byte each, 0 where
+ * pruned. The bits are cleared, not multiplied by 0: a pruned entry becomes
+ * +0.0 (or integer 0) whatever it held. One call for all the tensors
+ * (LeNet-5's five gradients after every backward: five torch multiplies by
+ * masks of another dtype cost several times their work); a tensor of
+ * parallel_from entries or more is split over threads.
+ */
+#define ZERO_LOOP(T)                                                                                        \
+    do {                                                                                                    \
+        T *x = (T *)data;                                                                                   \
+        for (int64_t i = begin; i < end; i++) x[i] &= (T)((T)0 - (T)mask[i]); /* all ones or zero */     \
+    } while (0)
+
+static void zero_range(void *data, const uint8_t *mask, int64_t begin, int64_t end, int width) {
+    if (width == 4)
+        ZERO_LOOP(uint32_t);
+    else if (width == 2)
+        ZERO_LOOP(uint16_t);
+    else
+        ZERO_LOOP(uint64_t);
+}
+
+void mask_zero(void *const *tensors, const uint8_t *const *masks, const int64_t *sizes, const int *width, int count,
+               int threads, int64_t parallel_from) {
+    for (int j = 0; j < count; j++) {
+        int64_t n = sizes[j];
+        if (threads <= 1 || n < parallel_from) {
+            zero_range(tensors[j], masks[j], 0, n, width[j]);
+            continue;
+        }
+#pragma omp parallel num_threads(threads)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            zero_range(tensors[j], masks[j], n * t / nt, n * (t + 1) / nt, width[j]);
+        }
+    }
 }
