@@ -31,7 +31,9 @@ pass, and when few keys share the k-th key's high 16 bits (the usual case)
 the second pass writes the masks and settles those few apart, so the scores
 are evaluated twice instead of three times; without the kernels (no C
 compiler) the keys are made by `nonnegative_keys` in two in-place passes and
-selected as above. Both give the same masks.
+selected as above. Both give the same masks. `lowest_keep_held` takes such
+a group's scores already in one tensor and writes the masks in place: on
+the CPU below `native.PARALLEL_FROM` entries (LeNet-5) in one kernel call.
 """
 
 from __future__ import annotations
