@@ -3,10 +3,10 @@
 `mask_multiply_(tensors, masks)` zeroes every tensor where its mask is
 False. On a GPU it is one multi-tensor multiply kernel. On the CPU, when
 every pair is contiguous, one call of the C kernels (`native`, `mask_zero`)
-clears the pruned entries' bits, all tensors in one loop: after every
-backward, LeNet-5's five gradients took 70-77 us against 100-190 us for
-torch's multiplies in alternating steps here (the first operation after
-backward pays for cold caches either way; 23 against 30-50 us when hot).
+clears the pruned entries' bits, all tensors in one loop: right after
+backward, LeNet-5's five gradients took 117-141 us against 160-192 us for
+torch's multiplies, in alternating steps on a slow stretch of this machine
+(the first operation after backward pays for cold caches either way).
 A cleared entry is +0.0 where a multiply leaves -0.0 for negative entries
 (and NaN for NaN); both are zero for every comparison the harness makes.
 
@@ -25,6 +25,7 @@ temporary masks come from recycled memory, and one call saves the Python
 loop (LeNet-5's five masks: 16 us, against 27 us read as bool and 118 us in
 a loop). The buffer lives for one call: no state per parameter is added.
 """
+
 from __future__ import annotations
 
 import torch
