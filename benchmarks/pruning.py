@@ -158,6 +158,7 @@ class Case:
             self.step()
             self.half = [m.clone() for m in self.pruner.mask_list()]  # each round updates from these masks
             before = [t.clone() for t, _ in self._masked_tensors()]
+            self.revived, self.revived_values = [], []  # nothing to restore before this first update
             self.update()  # to the target, untimed
             # what that update zeroed, restored before each timed update (see update())
             self.revived = [h & ~m for h, m in zip(self.half, self.pruner.mask_list())]
@@ -196,9 +197,8 @@ class Case:
         """
         for m, h in zip(self.pruner.mask_list(), self.half):
             m.copy_(h)
-        if hasattr(self, "revived"):
-            for (t, i), values in zip(self._masked_tensors(), self.revived_values):
-                t.masked_scatter_(self.revived[i], values)
+        for (t, i), values in zip(self._masked_tensors(), self.revived_values):
+            t.masked_scatter_(self.revived[i], values)
         self.pruner.sparsity = self.sparsity / 2
         _sync(self.device)
         t = time.perf_counter()
