@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL the process group `proc` leads (started with start_new_session) and wait until all of it is gone.
+
+    Waiting for the leader is not enough: its children (the matrix runner,
+    the trainer) may still be exiting, holding the results lock, when a
+    test's next `make continue` starts.
+    """
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"process group {proc.pid} still alive {timeout} s after SIGKILL")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -12,6 +12,7 @@ import torch
 
 from lib import checkpoint, optim
 from lib.results import is_done, read_json
+from conftest import kill_group
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -141,8 +142,7 @@ def test_gpt2_tiny_defconfig_learns_and_resumes_through_make(make):
             assert time.monotonic() < deadline, "no evaluation within 10 minutes"
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
     killed = runs[0]
     assert not is_done(killed) and read_json(killed / "run.json")["status"] == "running"
     resumed = make("continue", timeout=1200)

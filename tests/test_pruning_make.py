@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 
@@ -11,6 +9,7 @@ import pytest
 import torch
 
 from lib.results import read_json
+from conftest import kill_group
 
 pytestmark = pytest.mark.e2e
 
@@ -41,8 +40,7 @@ def test_pruning_compare_runs_through_make_and_continue(make):
             break
         time.sleep(0.05)
     assert killed_dir is not None, "the bitter4 run never finished its first epoch"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_group(proc)
     matrix_dir = killed_dir.parent
     before = {name: (matrix_dir / name / "metrics.json").read_bytes() for name in RUNS[: RUNS.index(KILLED)]}
     masks_at_kill = masks(killed_dir)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, kill_group
 from lib import config, engine, matrix
 from lib.resnet import cifar_stem
 from lib.results import read_json
@@ -222,8 +220,7 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):
     deadline = time.monotonic() + 600
     while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its loader worker, with no chance to clean up
-    proc.wait()
+    kill_group(proc)  # the trainer and its loader worker, with no chance to clean up
     killed_at = torch.load(out / "checkpoint.pt", weights_only=False)["epoch"]
     assert killed_at < 3 and read_json(out / "run.json")["status"] == "running"
 

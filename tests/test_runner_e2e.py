@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lib.results import read_json
+from conftest import kill_group
 
 pytestmark = pytest.mark.e2e
 
@@ -95,8 +94,7 @@ def test_sigkill_then_continue_resumes_exactly(make):
         assert any("already running" in ln for ln in error_lines(again.stderr))
         assert len(list((root / "results").glob("*/matrix.json"))) == 1
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # make, the runner and the trainer, all at once
-        proc.wait()
+        kill_group(proc)  # make, the runner and the trainer, all at once
 
     killed_at = epochs_done(second)
     assert 2 <= killed_at < 15
