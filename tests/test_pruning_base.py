@@ -273,6 +273,24 @@ def test_gradient_masking_skips_parameters_without_gradients_and_follows_replace
     assert not model.mlp.weight.grad.any()
 
 
+def test_re_masking_reaches_moments_that_appear_after_an_earlier_update():
+    """apply_masks keeps what it read per set of tensors: moments created after the first update are zeroed too."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruner = pruning.build("magnitude", model, SparsitySchedule(0.5, 0, 1), 1, opt)
+    pruner.update_masks(0.25)
+    pruner.apply_masks()  # no optimizer state yet: the weights alone
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # momentum buffers everywhere, pruned entries included (their gradient was not masked)
+    pruner.update_masks(0.5)
+    pruner.apply_masks()
+    for (_, p), mask in zip(pruner.params, pruner.mask_list()):
+        assert not p[~mask].any() and not opt.state[p]["momentum_buffer"][~mask].any()
+        assert opt.state[p]["momentum_buffer"][mask].all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("method,kw", [("magnitude", {})] + [("state", {"variant": v}) for v in VARIANTS])
 def test_scores_written_into_a_buffer_equal_the_returned_scores(method, kw, dtype):

@@ -62,3 +62,24 @@ def test_the_c_kernels_and_torch_multiplies_zero_the_same_entries(monkeypatch):
         results.append(tensors)
     for a, b, m in zip(*results, masks):
         assert torch.equal(a, b) and not a[~m].any()
+
+
+def test_standing_masks_zero_fresh_tensors_and_skip_missing_ones_with_and_without_kernels():
+    """Masks read once (gradient masking after every backward): the kernels' result equals torch's, None is skipped."""
+    gen = torch.Generator().manual_seed(3)
+    masks = [torch.rand(s, generator=gen) > 0.4 for s in [(30, 2), (7,), (3, 4, 5)]]
+    standing = masking.StandingMasks(masks)
+    assert standing.prepared is not None
+    for off in (False, True):
+        for missing in (None, 1):
+            tensors = [torch.randn(m.shape, generator=gen) for m in masks]
+            expected = [t * m for t, m in zip(tensors, masks)]
+            if missing is not None:
+                tensors[missing] = None
+            if off:
+                with native.disabled():
+                    standing.zero_(tensors)
+            else:
+                standing.zero_(tensors)
+            for t, e in zip(tensors, expected):
+                assert t is None or torch.equal(t, e)

@@ -203,3 +203,25 @@ def test_zero_declines_what_it_cannot_take_and_changes_nothing(kernels):
         before = [x.clone() for x in tensors]
         assert not kernels.zero(tensors, masks)
         assert all(torch.equal(x, b) for x, b in zip(tensors, before))
+
+
+def test_prepared_masks_zero_tensor_after_tensor_and_decline_what_does_not_fit(kernels):
+    """zero_prepared reads only the tensors per call: fresh tensors each time, as gradients after backward."""
+    gen = torch.Generator().manual_seed(6)
+    masks = [torch.rand(s, generator=gen) > 0.5 for s in [(8, 3), (5,), (2, 2, 2)]]
+    prepared = native.PreparedMasks.of([masks[0], masks[1].view(torch.uint8), masks[2]])
+    assert prepared is not None and prepared.count == 3
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):  # the same masks for tensors of another width
+        tensors = [torch.randn(m.shape, generator=gen).to(dtype) for m in masks]
+        expected = [t * m for t, m in zip(tensors, masks)]
+        assert kernels.zero_prepared(tensors, prepared)
+        assert all(torch.equal(t, e) for t, e in zip(tensors, expected))
+    t = [torch.randn(m.shape, generator=gen) for m in masks]
+    declined = [[t[0], None, t[2]], t[:2], [t[0], torch.randn(6, generator=gen), t[2]], [torch.randn(3, 8).t(), t[1], t[2]],
+                [t[0].bool(), t[1], t[2]]]
+    for tensors in declined:
+        before = [x.clone() if x is not None else None for x in tensors]
+        assert not kernels.zero_prepared(tensors, prepared)
+        assert all(b is None or torch.equal(x, b) for x, b in zip(tensors, before))  # nothing changed
+    assert native.PreparedMasks.of([masks[0].t()]) is None  # not contiguous
+    assert native.PreparedMasks.of([masks[0].float()]) is None  # not one byte per entry

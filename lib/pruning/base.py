@@ -28,13 +28,14 @@ Thresholds are exact and deterministic (`threshold.lowest_keep`).
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 
 from lib.pruning.layer_adaptive import LayerAdaptive
-from lib.pruning.masking import mask_multiply_, multiplier_factors, multiply_by_factors_
+from lib.pruning.masking import StandingMasks
 from lib.pruning.schedule import SparsitySchedule
 from lib.pruning.threshold import (  # noqa: F401  (keep_top is public API)
     holds_one_tensor,
@@ -162,7 +163,9 @@ class Pruner(ABC):
             module.register_buffer(buf, torch.ones_like(p, dtype=torch.bool), persistent=False)
             self._buffers.append((module, buf))
         self.sizes = [p.numel() for _, p in self.params]
-        self._factor_cache = None  # (mask buffers, their multiplier factors), see _factors
+        self._tensors = [p for _, p in self.params]
+        self._mask_slots = [(module._buffers, buf) for module, buf in self._buffers]  # where each mask lives
+        self._standing_cache = (self.mask_list(), {})  # (mask buffers, {owners: StandingMasks}), see _standing_masks
         self.step_count = 0
         self.sparsity = 0.0  # the scheduled level the masks currently implement
 
@@ -206,39 +209,37 @@ class Pruner(ABC):
     # -- the training-loop hooks -------------------------------------------------
     def mask_gradients(self) -> None:
         """Zero the gradients of pruned entries (between backward and the optimizer step)."""
-        grads, factors = [p.grad for _, p in self.params], self._factors()
-        if any(g is None for g in grads):  # parameters that took no part in this backward
-            live = [i for i, g in enumerate(grads) if g is not None]
-            grads, factors = [grads[i] for i in live], [factors[i] for i in live]
-        multiply_by_factors_(grads, factors)
+        self._standing_masks(None).zero_([p.grad for p in self._tensors])  # None: no part in this backward, skipped
 
-    def _factors(self) -> list[torch.Tensor]:
-        """The masks as `mask_multiply_` reads them, kept while the buffers stay the same tensors.
+    def _standing_masks(self, owners: tuple[int, ...] | None) -> StandingMasks:
+        """The masks of `owners` (indices into `self.params`; None for all, in order), read once while the buffers stay the same tensors.
 
-        Run after every backward, where each Python-level step counts
-        (LeNet-5 on the CPU: the whole masking is about 0.1 ms there).
+        Run after every backward, where each Python-level step counts: right
+        after backward, Python runs from cold caches (LeNet-5 on the CPU: the
+        whole masking is about 40 us there, a third of it this check).
         """
-        current = [module._buffers[buf] for module, buf in self._buffers]
-        cached = self._factor_cache
-        if cached is None or any(a is not b for a, b in zip(current, cached[0])):
-            cached = self._factor_cache = (current, multiplier_factors(current))
-        return cached[1]
+        masks, cached = [d[name] for d, name in self._mask_slots], self._standing_cache
+        if not all(map(operator.is_, masks, cached[0])):  # a buffer replaced (model.to()): read the masks again
+            cached = self._standing_cache = (masks, {})
+        standing = cached[1].get(owners)
+        if standing is None:
+            standing = cached[1][owners] = StandingMasks(masks if owners is None else [masks[i] for i in owners])
+        return standing
 
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero pruned weights, and the optimizer's moments for them."""
-        masks = self.mask_list()
-        tensors, their_masks = [p for _, p in self.params], list(masks)
-        for (_, p), mask in zip(self.params, masks):
+        tensors, owners = [], []  # each weight and moment, and the index of its mask
+        for i, (_, p) in enumerate(self.params):
+            tensors.append(p)
+            owners.append(i)
             state = self.optimizer.state.get(p) if self.optimizer is not None else None
-            if not state:
-                continue
-            for key in MOMENT_KEYS:
+            for key in MOMENT_KEYS if state else ():
                 t = state.get(key)
                 if torch.is_tensor(t) and t.shape == p.shape:
                     tensors.append(t)
-                    their_masks.append(mask)
-        mask_multiply_(tensors, their_masks)  # one call: one multi-tensor kernel on a GPU
+                    owners.append(i)
+        self._standing_masks(tuple(owners)).zero_(tensors)  # one call: one multi-tensor kernel on a GPU
 
     def step(self) -> None:
         """After every optimizer step: update the masks when the schedule says so."""

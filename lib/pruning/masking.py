@@ -46,12 +46,40 @@ def mask_multiply_(tensors: list[torch.Tensor], masks: list[torch.Tensor]) -> No
     multiply_by_factors_(tensors, multiplier_factors(masks))
 
 
+class StandingMasks:
+    """Masks read once for zeroing tensors of their shapes again and again: gradients after every backward.
+
+    `zero_(tensors)` zeroes `tensors[i]` where `masks[i]` is False and skips
+    None entries (parameters without gradient). On the CPU the kernels get
+    the masks' addresses and sizes read beforehand (`native.PreparedMasks`)
+    and only the tensors' addresses per call: right after backward, the
+    Python that reads tensors runs from cold caches and cost more than the
+    zeroing itself (LeNet-5's five gradients: 30 us per call against 60 us
+    reading everything each time). Otherwise it is `mask_multiply_` with the
+    masks read once as `multiplier_factors`. Built for masks that stay the
+    same tensors (their contents may change): a replaced mask needs a new
+    StandingMasks.
+    """
+
+    def __init__(self, masks: list[torch.Tensor]):
+        self.masks = list(masks)
+        self.factors = multiplier_factors(self.masks)
+        cpu = bool(self.masks) and self.masks[0].device.type == "cpu"
+        self.prepared = native.PreparedMasks.of(self.factors) if cpu else None
+
+    def zero_(self, tensors: list[torch.Tensor | None]) -> None:
+        """Zero the pruned entries of each tensor in place (outside no_grad: call it under no_grad for weights)."""
+        if self.prepared is not None and (kernels := native.kernels()) is not None and kernels.zero_prepared(tensors, self.prepared):
+            return
+        live = [i for i, t in enumerate(tensors) if t is not None]
+        multiply_by_factors_([tensors[i] for i in live], [self.factors[i] for i in live])
+
+
 def multiply_by_factors_(tensors: list[torch.Tensor], factors: list[torch.Tensor]) -> None:
     """`mask_multiply_` with the masks already as `multiplier_factors`, outside any no_grad context.
 
-    For tensors autograd does not track (gradients), where it runs after
-    every backward: a caller keeps the factors (the C kernels read them as
-    they read the masks), and small tensors go straight to one call.
+    For tensors autograd does not track (gradients) and for callers that
+    keep the factors (`StandingMasks`); small tensors go straight to one call.
     """
     if not tensors:
         return

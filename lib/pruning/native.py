@@ -186,17 +186,58 @@ class Kernels:
         entry becomes +0.0 whatever it held (a multiply by 0 leaves -0.0 for
         negative entries and NaN for NaN).
         """
-        for t, m in zip(tensors, masks, strict=True):
-            if not (t.is_contiguous() and m.is_contiguous() and t.device.type == "cpu" and m.device.type == "cpu"
-                    and t.element_size() in (2, 4, 8) and m.element_size() == 1 and t.numel() == m.numel()):
+        if len(tensors) != len(masks):
+            raise ValueError(f"{len(tensors)} tensors for {len(masks)} masks")
+        prepared = PreparedMasks.of(masks)
+        return prepared is not None and self.zero_prepared(tensors, prepared)
+
+    def zero_prepared(self, tensors: list[torch.Tensor | None], prepared: "PreparedMasks") -> bool:
+        """`zero` against masks read once: the i-th tensor by the i-th mask; False (nothing changed) when it cannot.
+
+        For tensors zeroed again and again by the same masks (gradients after
+        every backward, fresh tensors each time): only the tensors' addresses
+        are read per call (LeNet-5's five gradients: 30 us right after
+        backward, against 60 us through `zero`, most of it Python run from
+        cold caches). A None tensor (a parameter without gradient) makes it
+        decline.
+        """
+        if len(tensors) != prepared.count:
+            return False
+        addresses, widths = prepared.c_tensors, prepared.c_widths
+        for i, (t, n) in enumerate(zip(tensors, prepared.sizes)):
+            if t is None or not (t.is_cpu and t.is_contiguous() and t.numel() == n):
                 return False
-        count = len(tensors)
-        self.lib.mask_zero((ctypes.c_void_p * count)(*[t.data_ptr() for t in tensors]),
-                           (ctypes.c_void_p * count)(*[m.data_ptr() for m in masks]),
-                           (ctypes.c_int64 * count)(*[t.numel() for t in tensors]),
-                           (ctypes.c_int * count)(*[t.element_size() for t in tensors]),
-                           count, torch.get_num_threads(), PARALLEL_FROM)
+            width = t.element_size()
+            if width not in (2, 4, 8):
+                return False
+            addresses[i], widths[i] = t.data_ptr(), width
+        self.lib.mask_zero(addresses, prepared.c_masks, prepared.c_sizes, widths, prepared.count,
+                           torch.get_num_threads(), PARALLEL_FROM)
         return True
+
+
+class PreparedMasks:
+    """Masks read once for `Kernels.zero_prepared`: their addresses and sizes as C arrays, and room for the tensors'.
+
+    It holds the masks, so the addresses stay theirs; a mask replaced by
+    another tensor needs a new `PreparedMasks` (`Pruner` re-reads its mask
+    buffers when one is replaced).
+    """
+
+    def __init__(self, masks: list[torch.Tensor]):
+        count = len(masks)
+        self.masks, self.count, self.sizes = list(masks), count, [m.numel() for m in masks]
+        self.c_masks = (ctypes.c_void_p * count)(*[m.data_ptr() for m in masks])
+        self.c_sizes = (ctypes.c_int64 * count)(*self.sizes)
+        self.c_tensors = (ctypes.c_void_p * count)()  # filled per call
+        self.c_widths = (ctypes.c_int * count)()
+
+    @classmethod
+    def of(cls, masks: list[torch.Tensor]) -> "PreparedMasks | None":
+        """The prepared masks, or None unless every mask is a contiguous one-byte CPU tensor."""
+        if all(m.is_cpu and m.is_contiguous() and m.element_size() == 1 for m in masks):
+            return cls(masks)
+        return None
 
 
 _switched_off = 0  # depth of `disabled()` blocks
