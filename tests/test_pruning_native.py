@@ -94,12 +94,13 @@ def test_wrong_inputs_are_refused_before_the_kernel_reads_them(kernels):
 
 
 def test_builds_once_per_source_and_rebuilds_a_changed_one(tmp_path):
-    source = tmp_path / "mask_select.c"
-    source.write_bytes(native.SOURCE.read_bytes())
-    first = native.build(source, tmp_path / "cache")
-    assert first.exists() and native.build(source, tmp_path / "cache") == first
-    source.write_text(source.read_text() + "\n/* changed */\n")
-    second = native.build(source, tmp_path / "cache")
+    sources = tuple(tmp_path / s.name for s in native.SOURCES)
+    for copy, original in zip(sources, native.SOURCES):
+        copy.write_bytes(original.read_bytes())
+    first = native.build(sources, tmp_path / "cache")
+    assert first.exists() and native.build(sources, tmp_path / "cache") == first
+    sources[-1].write_text(sources[-1].read_text() + "\n/* changed */\n")
+    second = native.build(sources, tmp_path / "cache")
     assert second != first and second.exists()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([first.name, second.name])  # no temporaries left
 

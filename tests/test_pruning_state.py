@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lib import optim, pruning
-from lib.pruning import SparsitySchedule
+from lib.pruning import SparsitySchedule, native
 from lib.pruning.state import EPS, VARIANTS, StatePruner, importance
 
 # Hand-made tensors: w, m (exp_avg), v (exp_avg_sq), s (structural weight).
@@ -61,10 +61,63 @@ def test_importance_does_not_touch_its_inputs(dtype):
     w, m, v = (torch.tensor(x, dtype=dtype) for x in (W, M, V))
     before = [t.clone() for t in (w, m, v)]
     for variant in VARIANTS:
-        got = importance(variant, w, m, v, structure_weight=S)
-        want = importance(variant, w.float(), m.float(), v.float(), structure_weight=S)
-        assert got.dtype == torch.float32 and torch.equal(got, want)  # other dtypes: the float32 formula of their values
+        got = importance(variant, w, m, v, structure_weight=S)  # float32 inputs: the C kernel on the CPU
+        with native.disabled():  # torch operations for both: the float32 formula of other dtypes' values
+            assert torch.equal(importance(variant, w, m, v, structure_weight=S),
+                               importance(variant, w.float(), m.float(), v.float(), structure_weight=S))
+        assert got.dtype == torch.float32
     assert all(torch.equal(a, b) for a, b in zip((w, m, v), before))
+
+
+def step_by_step(variant: str, w, m, v, s: float) -> torch.Tensor:
+    """`variant`'s float32 operations in importance()'s order, each one correctly rounded (done in float64, rounded once)."""
+    w, m, v = (t.double() for t in (w, m, v))
+    eps, s = torch.tensor(EPS).item(), torch.tensor(s).item()  # as float32 values
+
+    def r(x):  # round to float32 (exact for +, *, / and sqrt of float32 inputs: 53 >= 2 * 24 + 2 bits)
+        return x.float().double()
+
+    if variant == "bitter0":
+        out = r(r(r(m.abs() * w) * w) / r(r(v.sqrt()) + eps))
+    elif variant in ("bitter3", "bitter4", "bitter8"):
+        out = r(r(r(m.abs() + eps).sqrt()) * w).abs()
+    elif variant == "bitter7":
+        out = r(r(r(r(v.abs() + eps).sqrt()).sqrt()) * w).abs()
+    else:  # bitter9
+        out = r(r(r(r(v.abs().sqrt()).sqrt()) + eps) * w).abs()
+    return r(out * s).float() if VARIANTS[variant].structure_aware else out.float()
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_c_kernel_computes_every_variant_correctly_rounded(parallel, monkeypatch):
+    """On the CPU, float32 scores come from csrc/state_scores.c in one pass: exactly the step-by-step float32 result.
+
+    torch's own CPU sqrt is not always correctly rounded: its operations may
+    differ in the last bit, never by more.
+    """
+    kernels = native.kernels()
+    assert kernels is not None, "the C kernels did not build"
+    if parallel:  # split over two threads however small
+        monkeypatch.setattr(native, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    taken = []
+    scores = kernels.state_scores
+    monkeypatch.setattr(kernels, "state_scores", lambda *a: taken.append(scores(*a)) or taken[-1])
+    g = torch.Generator().manual_seed(0)
+    w, m, v = (torch.randn(3001, generator=g) * scale for scale in (0.05, 1e-3, 1e-6))
+    v[::7] = v[::7].abs()  # mostly non-negative, as Adam keeps it; negative entries test |v|
+    w[::11], m[::13], v[::17] = 0.0, 0.0, 0.0
+    for variant in ("bitter0", "bitter3", "bitter4", "bitter7", "bitter8", "bitter9"):
+        vv = v.abs() if variant == "bitter0" else v  # bitter0 takes sqrt(v) as it stands
+        got = importance(variant, w, m, vv, structure_weight=S)
+        assert taken.pop() is True
+        want = step_by_step(variant, w, m, vv, S)
+        assert torch.equal(got, want), variant
+        with native.disabled():
+            torch.testing.assert_close(importance(variant, w, m, vv, structure_weight=S), got, rtol=2.5e-7, atol=0)
+    importance("bitter7", w.bfloat16(), m, v)  # other dtypes are left to torch
+    importance("bitter7", w[:3000].view(1000, 3)[:, 0], m[:1000], v[:1000])  # so are strided tensors
+    assert taken == []
 
 
 def test_unknown_variant_lists_the_valid_ones():

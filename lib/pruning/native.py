@@ -1,4 +1,4 @@
-"""The C kernels of the CPU mask update (`csrc/mask_select.c`), built on first use.
+"""The C kernels of the CPU mask update (`csrc/mask_select.c`, `csrc/state_scores.c`), built on first use.
 
 The exact selection's passes over non-negative scores (threshold.py) cost,
 as torch operations, one memory pass for each step of making a key (add
@@ -11,16 +11,21 @@ settled apart (`select_split`). Below `PARALLEL_FROM` entries (LeNet-5's
 62K) one call does a whole selection and writes the masks in place
 (`select_small`), where the passes' torch operations cost more than the
 work. `mask_zero` zeroes the pruned entries of many tensors in one call
-(masking.py: gradients after every backward; weights and moments). See
-docs/pruning.md ("C kernels on the CPU") for what each saves.
+(masking.py: gradients after every backward; weights and moments).
+`state_scores` (csrc/state_scores.c) computes a state-pruning score in one
+pass where `state.importance` makes up to six. See docs/pruning.md
+("C kernels on the CPU") for what each saves.
 
-The source is compiled with the system's C compiler (`$CC`, else `cc`) into
+The sources are compiled with the system's C compiler (`$CC`, else `cc`) into
 `$XDG_CACHE_HOME/prune-harness/` (default `~/.cache`), named by a hash of
-the source and flags, so a changed source is rebuilt and concurrent runs
+the sources and flags, so a changed source is rebuilt and concurrent runs
 share one build (written under a temporary name, then renamed). Without a
 compiler, or with `PRUNING_NATIVE=0`, `kernels()` is None and the pruning
-runs as torch operations: the same masks, bit for bit, and the same zeros
-(a multiply may leave -0.0 where the kernels clear the bits to +0.0).
+runs as torch operations: for the same scores the same masks, bit for bit,
+and the same zeros (a multiply may leave -0.0 where the kernels clear the
+bits to +0.0); state scores may differ in their last bit, as torch's CPU
+sqrt is not always correctly rounded, so two weights whose scores are
+within a float of each other may swap places.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "mask_select.c"
-FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp")
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("mask_select.c", "state_scores.c"))
+# no errno from sqrtf (lets its loops vectorise); no fused multiply-adds (state scores equal torch's bit for bit)
+FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-fno-math-errno", "-ffp-contract=off")
 BINS = 1 << 16  # each pass counts a 16-bit digit of the 32-bit keys
 SPREAD = 8  # spare zero bins a histogram carries for the kernel's scratch (mask_select.c)
 PARALLEL_FROM = 1 << 18  # entries from which a pass is split over threads (a thread costs tens of microseconds)
 _NO_MEMORY = 3
+# the score formulas of csrc/state_scores.c, by the variants of lib/pruning/state.py that use them
+STATE_FORMS = {"bitter0": 0, "bitter3": 1, "bitter4": 1, "bitter8": 1, "bitter7": 2, "bitter9": 3}
 _STATUS = {
     1: "pruning scores contain NaN; check the weights and the optimizer state for divergence",
     2: "a pruning method that promises non-negative scores produced negative ones (or a negative NaN)",
@@ -53,20 +61,20 @@ def cache_dir() -> Path:
     return Path(base) / "prune-harness"
 
 
-def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
-    """Compile `source` into a shared library (once per source and flags) and return its path."""
+def build(sources: tuple[Path, ...] = SOURCES, directory: Path | None = None) -> Path:
+    """Compile `sources` into one shared library (once per sources and flags) and return its path."""
     compiler = os.environ.get("CC", "cc")
-    text = source.read_bytes()
+    text = b"".join(source.read_bytes() for source in sources)
     tag = hashlib.sha256(text + " ".join((compiler,) + FLAGS).encode()).hexdigest()[:16]
     directory = directory or cache_dir()
-    target = directory / f"lib{source.stem}-{tag}.so"
+    target = directory / f"libprune-kernels-{tag}.so"
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
     os.close(fd)
     try:
-        subprocess.run([compiler, *FLAGS, str(source), "-o", tmp], check=True, capture_output=True, text=True, timeout=120)
+        subprocess.run([compiler, *FLAGS, *map(str, sources), "-o", tmp], check=True, capture_output=True, text=True, timeout=120)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -95,6 +103,8 @@ class Kernels:
         lib.select_small.restype = i32
         lib.mask_zero.argtypes = [p, p, p, p, i32, i32, i64]
         lib.mask_zero.restype = None
+        lib.state_scores.argtypes = [i32, p, p, p, ctypes.c_float, ctypes.c_float, p, i64, i32, i64]
+        lib.state_scores.restype = None
         self.lib, self.path = lib, path
 
     @staticmethod
@@ -213,6 +223,26 @@ class Kernels:
             addresses[i], widths[i] = t.data_ptr(), width
         self.lib.mask_zero(addresses, prepared.c_masks, prepared.c_sizes, widths, prepared.count,
                            torch.get_num_threads(), PARALLEL_FROM)
+        return True
+
+
+    def state_scores(self, form: int, weight: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                     scale: float, eps: float, out: torch.Tensor) -> bool:
+        """One of `STATE_FORMS`' scores of every entry into `out`, in one pass, and True; False (nothing written) when it cannot.
+
+        It can when `weight`, both moments and `out` are contiguous float32
+        CPU tensors of one size; `scale` is the structural weight (1.0 for
+        none). The same float32 operations as `state.importance`'s torch
+        operations, each correctly rounded; torch's CPU sqrt is not always,
+        so a score may differ from theirs in the last bit
+        (csrc/state_scores.c). `importance` is what calls this.
+        """
+        n = out.numel()
+        for t in (weight, exp_avg, exp_avg_sq, out):
+            if not (t.dtype == torch.float32 and t.is_cpu and t.is_contiguous() and t.numel() == n):
+                return False
+        self.lib.state_scores(form, weight.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), scale, eps, out.data_ptr(), n,
+                              torch.get_num_threads(), PARALLEL_FROM)
         return True
 
 

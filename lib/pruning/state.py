@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lib.pruning import native
 from lib.pruning.base import Pruner
 from lib.pruning.ratio import RatioPlan
 from lib.pruning.structure import StructureWeights, classify_model
@@ -80,6 +81,14 @@ def importance(
     memory costs page faults comparable to several passes over it (bitter7
     on 85M weights: 138 ms against 246 ms with a second temporary). |w| * x
     is computed as |w * x|, the same float for the x >= 0 every factor here is.
+
+    On the CPU, contiguous float32 inputs take one pass of the C kernels
+    (`native`, csrc/state_scores.c) through the same float32 operations in
+    the same order: LeNet-5's bitter7 scores in 0.05 instead of 0.27 ms after
+    training steps, where the six torch operations per tensor cost more in
+    overhead than in arithmetic. Each operation there is correctly rounded;
+    torch's CPU sqrt is not always, so the torch operations (other dtypes,
+    strided tensors, no C compiler) may differ in the last bit.
     """
     check_variant(variant)
     if variant in ("bitter1", "bitter2"):
@@ -87,6 +96,12 @@ def importance(
     if exp_avg is None or exp_avg_sq is None:
         raise ValueError(f"{variant} needs the optimizer's exp_avg and exp_avg_sq (formula {VARIANTS[variant].formula})")
     w = weight.detach()
+    fast = native.kernels() if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous() else None
+    if fast is not None:  # one pass in C: the same floats as the operations below (csrc/state_scores.c)
+        target = torch.empty(w.shape, dtype=torch.float32) if out is None else out
+        scale = structure_weight if VARIANTS[variant].structure_aware else 1.0
+        if fast.state_scores(native.STATE_FORMS[variant], w, exp_avg.detach(), exp_avg_sq.detach(), scale, eps, target):
+            return target
     if variant == "bitter0":  # |m| * w * w, the same float as |m| * |w| * |w|
         return abs_float(exp_avg, out).mul_(w).mul_(w).div_(exp_avg_sq.detach().float().sqrt().add_(eps))
     if variant in ("bitter3", "bitter4", "bitter8"):
