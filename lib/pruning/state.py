@@ -96,10 +96,11 @@ def importance(
     if exp_avg is None or exp_avg_sq is None:
         raise ValueError(f"{variant} needs the optimizer's exp_avg and exp_avg_sq (formula {VARIANTS[variant].formula})")
     w = weight.detach()
-    fast = native.kernels() if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous() else None
-    if fast is not None:  # one pass in C: the same floats as the operations below (csrc/state_scores.c)
+    scale = structure_weight if VARIANTS[variant].structure_aware else 1.0
+    simple = w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous() and isinstance(scale, (int, float))
+    fast = native.kernels() if simple else None
+    if fast is not None:  # one pass in C of the operations below, each correctly rounded (csrc/state_scores.c)
         target = torch.empty(w.shape, dtype=torch.float32) if out is None else out
-        scale = structure_weight if VARIANTS[variant].structure_aware else 1.0
         if fast.state_scores(native.STATE_FORMS[variant], w, exp_avg.detach(), exp_avg_sq.detach(), scale, eps, target):
             return target
     if variant == "bitter0":  # |m| * w * w, the same float as |m| * |w| * |w|
