@@ -64,8 +64,7 @@ class StandingMasks:
     def __init__(self, masks: list[torch.Tensor]):
         self.masks = list(masks)
         self.factors = multiplier_factors(self.masks)
-        cpu = bool(self.masks) and self.masks[0].device.type == "cpu"
-        self.prepared = native.PreparedMasks.of(self.factors) if cpu else None
+        self.prepared = native.PreparedMasks.of(self.factors) if self.masks else None  # None off the CPU
 
     def zero_(self, tensors: list[torch.Tensor | None]) -> None:
         """Zero the pruned entries of each tensor in place (outside no_grad: call it under no_grad for weights)."""

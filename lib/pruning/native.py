@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("mask_select.c", "state_scores.c"))
-# no errno from sqrtf (lets its loops vectorise); no fused multiply-adds (state scores equal torch's bit for bit)
+# no errno from sqrtf (lets its loops vectorise); no fused multiply-adds (each operation of a state score rounded once)
 FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-fno-math-errno", "-ffp-contract=off")
 BINS = 1 << 16  # each pass counts a 16-bit digit of the 32-bit keys
 SPREAD = 8  # spare zero bins a histogram carries for the kernel's scratch (mask_select.c)
@@ -159,7 +159,6 @@ class Kernels:
             raise ValueError(f"more than {index.numel()} candidates with high bits {prefix:#x}")
         return got
 
-
     def select_small(self, scores: torch.Tensor, masks: list[torch.Tensor], n_prune: int) -> None:
         """Prune, in `masks` (updated in place), the `n_prune` lowest keys of `scores`, ties in flat order.
 
@@ -224,7 +223,6 @@ class Kernels:
         self.lib.mask_zero(addresses, prepared.c_masks, prepared.c_sizes, widths, prepared.count,
                            torch.get_num_threads(), PARALLEL_FROM)
         return True
-
 
     def state_scores(self, form: int, weight: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                      scale: float, eps: float, out: torch.Tensor) -> bool:
