@@ -54,8 +54,9 @@ class StandingMasks:
     the masks' addresses and sizes read beforehand (`native.PreparedMasks`)
     and only the tensors' addresses per call: right after backward, the
     Python that reads tensors runs from cold caches and cost more than the
-    zeroing itself (LeNet-5's five gradients: 30 us per call against 60 us
-    reading everything each time). Otherwise it is `mask_multiply_` with the
+    zeroing itself (LeNet-5's five gradients: 68-75 against 110-119 us per
+    call reading every mask and tensor each time, in alternating steps on a
+    slow stretch of this machine). Otherwise it is `mask_multiply_` with the
     masks read once as `multiplier_factors`. Built for masks that stay the
     same tensors (their contents may change): a replaced mask needs a new
     StandingMasks.
