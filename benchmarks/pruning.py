@@ -150,7 +150,8 @@ class Case:
         if method in ("magnitude", "movement", "state"):
             kw = {"variant": "bitter7"} if method == "state" else {}
             never = SparsitySchedule(sparsity, 10**9, 10**9 + 1)  # steps apply the hooks, never a mask update
-            self.pruner = pruning.build(method, model, never, 1, self.opt, remask=remask, **kw)
+            # the default interval (PRUNING_FREQUENCY): pruner.step() asks the schedule on one step in ten, as in training
+            self.pruner = pruning.build(method, model, never, 10, self.opt, remask=remask, **kw)
             self.step()  # movement: one step of scores
             with self.native():
                 self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms the kernels up)
