@@ -84,11 +84,13 @@ def importance(
 
     On the CPU, contiguous float32 inputs take one pass of the C kernels
     (`native`, csrc/state_scores.c) through the same float32 operations in
-    the same order: LeNet-5's bitter7 scores in 0.05 instead of 0.27 ms after
-    training steps, where the six torch operations per tensor cost more in
-    overhead than in arithmetic. Each operation there is correctly rounded;
-    torch's CPU sqrt is not always, so the torch operations (other dtypes,
-    strided tensors, no C compiler) may differ in the last bit.
+    the same order, where the torch operations make up to six passes and,
+    on a small model, cost more in overhead than in arithmetic (LeNet-5's
+    five layers after training steps: 0.18-0.22 against 0.25-0.33 ms, of
+    which the C itself takes about 15 us; GPT-2 stack bitter7 updates 229-264
+    against 318-321 ms). Each operation there is correctly rounded; torch's
+    CPU sqrt is not always, so the torch operations (other dtypes, strided
+    tensors, no C compiler) may differ in the last bit.
     """
     check_variant(variant)
     if variant in ("bitter1", "bitter2"):
