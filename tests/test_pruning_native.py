@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 import torch
 
@@ -226,3 +229,65 @@ def test_prepared_masks_zero_tensor_after_tensor_and_decline_what_does_not_fit(k
         assert all(b is None or torch.equal(x, b) for x, b in zip(tensors, before))  # nothing changed
     assert native.PreparedMasks.of([masks[0].t()]) is None  # not contiguous
     assert native.PreparedMasks.of([masks[0].float()]) is None  # not one byte per entry
+
+
+SANITIZED_DRIVER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int select_histogram(const float *, const uint8_t *, int64_t, int64_t, int, int64_t *, int);
+int select_small(const float *, uint8_t *const *, const int64_t *, int, int64_t);
+void mask_zero(void *const *, const uint8_t *const *, const int64_t *, const int *, int, int, int64_t);
+void state_scores(int, const float *, const float *, const float *, float, float, float *, int64_t, int, int64_t);
+
+int main(void) {
+    enum { N = 3000 };
+    /* a tiny negative, -1, -0.0, a negative NaN (x86's default NaN), a positive NaN, +inf, an ordinary score */
+    const uint32_t bad[] = {0x80800001u, 0xBF800000u, 0x80000000u, 0xFFC00000u, 0x7FC00000u, 0x7F800000u, 0x3C000000u};
+    float *s = malloc(N * sizeof(float)), *w = malloc(N * sizeof(float)), *out = malloc(N * sizeof(float));
+    uint8_t *m = malloc(N);
+    int64_t *hist = calloc(65536 + 8, sizeof(int64_t));
+    for (int b = 0; b < 7; b++) {
+        for (int i = 0; i < N; i++) {
+            uint32_t x = i % 3 ? bad[b] : 0x3C000000u + (uint32_t)i * 977u; /* mixed with ordinary scores */
+            memcpy(s + i, &x, 4);
+            m[i] = i % 5 != 0;
+        }
+        uint8_t *masks[2] = {m, m + 1000};
+        int64_t sizes[2] = {1000, N - 1000};
+        memset(hist, 0, (65536 + 8) * sizeof(int64_t));
+        int h = select_histogram(s, m, N, -1, 1, hist, 2);
+        printf("%d %d ", select_small(s, masks, sizes, 2, N / 2), h);
+    }
+    for (int i = 0; i < N; i++) w[i] = (float)(i % 7) - 3.0f;
+    void *tensors[1] = {w};
+    const uint8_t *zmasks[1] = {m};
+    int64_t zsizes[1] = {N};
+    int width[1] = {4};
+    mask_zero(tensors, zmasks, zsizes, width, 1, 2, 0);
+    for (int form = 0; form < 4; form++) state_scores(form, w, s, s, 2.5f, 1e-8f, out, N, 2, 0);
+    printf("\n");
+    return 0;
+}
+"""
+
+
+def test_kernels_stay_within_their_buffers_for_scores_they_reject(tmp_path):
+    """Built with AddressSanitizer, every kernel reads and writes only its buffers, NaN and negative scores included.
+
+    A negative score once indexed past select_small's 2056-entry histogram
+    (up to 4095) before the kernel reported it: the sanitizer, not a wrong
+    result, is what shows that.
+    """
+    driver, exe = tmp_path / "driver.c", tmp_path / "driver"
+    driver.write_text(SANITIZED_DRIVER)
+    flags = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-fopenmp", "-fno-math-errno"]
+    built = subprocess.run([os.environ.get("CC", "cc"), *flags, str(driver), *map(str, native.SOURCES), "-o", str(exe)],
+                           capture_output=True, text=True, timeout=120)
+    if built.returncode:
+        pytest.skip(f"no AddressSanitizer build here: {built.stderr.strip()[-300:]}")
+    ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert ran.returncode == 0 and "AddressSanitizer" not in ran.stderr, ran.stderr[-2000:]
+    # (select_small, select_histogram) per bad value: 2 = negative, 1 = NaN, 0 = fine
+    assert ran.stdout.split() == ["2", "2", "2", "2", "2", "2", "2", "2", "1", "1", "0", "0", "0", "0"]

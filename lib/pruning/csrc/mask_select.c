@@ -199,7 +199,8 @@ int select_small(const float *scores, uint8_t *const *masks, const int64_t *size
         for (int64_t i = 0; i < sizes[p]; i++) { /* pruned entries spread over SPREAD bins, as in count_digits */
             uint32_t x = bits[off + i], kept = 0u - (uint32_t)mask[i];
             worst = x > worst ? x : worst;
-            h[(((x + 1u) >> 20) & kept) | ((SMALL_BINS + ((uint32_t)i & (SPREAD - 1))) & ~kept)]++;
+            /* the top 11 bits of a non-negative key; a negative score (reported below) is folded into range */
+            h[(((x + 1u) >> 20) & (SMALL_BINS - 1) & kept) | ((SMALL_BINS + ((uint32_t)i & (SPREAD - 1))) & ~kept)]++;
         }
     }
     if (worst > INF_BITS) return worst < 0x80000000u ? HAS_NAN : HAS_NEGATIVE;
