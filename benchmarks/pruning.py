@@ -19,8 +19,9 @@ alike; medians over the rounds are printed.
 Methods: none (dense), magnitude, movement, state (bitter7), each as the
 harness runs it; "/torch" rows prune with torch operations alone, as on a
 machine without a C compiler: no C kernels (lib.pruning.native) for the
-CPU selection or for zeroing gradients, weights and moments (the same
-masks and zeros), "/step" rows re-mask weights and moments after every step
+CPU selection, the state scores or zeroing gradients, weights and moments
+(the same zeros; state scores may differ in their last bit, as torch's CPU
+sqrt is not always correctly rounded), "/step" rows re-mask weights and moments after every step
 (PRUNING_REMASK_STEP); torch.nn.utils.prune for comparison.
 
 Per method and model:
