@@ -207,8 +207,8 @@ class Kernels:
         every backward, fresh tensors each time): only the tensors' addresses
         are read per call (LeNet-5's five gradients right after backward:
         68-75 against 110-119 us through `zero`, of which the C takes 8 us:
-        the rest is Python run from cold caches). A None tensor (a parameter without gradient) makes it
-        decline.
+        the rest is Python run from cold caches). A None tensor (a
+        parameter without gradient) makes it decline.
         """
         if len(tensors) != prepared.count:
             return False
@@ -230,10 +230,8 @@ class Kernels:
 
         It can when `weight`, both moments and `out` are contiguous float32
         CPU tensors of one size; `scale` is the structural weight (1.0 for
-        none). The same float32 operations as `state.importance`'s torch
-        operations, each correctly rounded; torch's CPU sqrt is not always,
-        so a score may differ from theirs in the last bit
-        (csrc/state_scores.c). `importance` is what calls this.
+        none). `state.importance` is what calls this; csrc/state_scores.c
+        says how its floats relate to the torch operations'.
         """
         n = out.numel()
         for t in (weight, exp_avg, exp_avg_sq, out):
