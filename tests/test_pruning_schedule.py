@@ -1,10 +1,10 @@
-"""lib.pruning.schedule: linear and cubic ramps, warmup, ramp end, step- or epoch-based."""
+"""lib.pruning.schedule: linear, cubic and gradual ramps, warmup, ramp end, step- or epoch-based."""
 
 from __future__ import annotations
 
 import pytest
 
-from lib.pruning.schedule import SparsitySchedule
+from lib.pruning.schedule import SCHEDULES, SparsitySchedule
 
 
 def test_linear_and_cubic_follow_s_final_times_p_to_the_k():
@@ -14,6 +14,30 @@ def test_linear_and_cubic_follow_s_final_times_p_to_the_k():
         p = (t - 10) / 40
         assert lin(t) == pytest.approx(0.8 * p)
         assert cub(t) == pytest.approx(0.8 * p**3)
+
+
+def test_gradual_is_zhu_and_gupta_front_loaded_with_the_exact_target_at_ramp_end():
+    s = SparsitySchedule(0.8, warmup=10, ramp_end=50, kind="gradual")
+    assert s(10) == 0.0  # p = 0
+    assert s(30) == pytest.approx(0.8 * (1 - 0.5**3))  # p = 0.5: seven eighths of the target
+    assert s(50) == 0.8 and s(51) == 0.8  # p = 1: the target exactly, not within rounding
+    for t in (11, 20, 30, 49):
+        p = (t - 10) / 40
+        assert s(t) == pytest.approx(0.8 + (0.0 - 0.8) * (1 - p) ** 3)  # s_f + (s_i - s_f)(1 - p)^3, s_i = 0
+    cubic = SparsitySchedule(0.8, warmup=10, ramp_end=50, kind="cubic")
+    assert cubic(30) == pytest.approx(0.8 / 8)  # the reference documents' cubic is the late-heavy one
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_every_kind_is_zero_through_warmup_and_exactly_the_target_from_ramp_end(kind):
+    s = SparsitySchedule(0.9, warmup=5, ramp_end=45, kind=kind)
+    values = [s(t) for t in range(0, 60)]
+    assert values[:6] == [0.0] * 6
+    assert values[45:] == [0.9] * 15
+    assert values == sorted(values)
+    epochs = SparsitySchedule.from_percent(0.9, total_steps=10 * 7, warmup_pct=10, ramp_end_pct=75, kind=kind,
+                                           unit="epoch", steps_per_epoch=7)
+    assert epochs(epochs.ramp_end) == 0.9 and epochs(epochs.ramp_end - 1) < 0.9
 
 
 def test_warmup_and_ramp_end():
@@ -45,7 +69,7 @@ def test_ramp_end_never_past_the_run():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(target=1.0, warmup=0, ramp_end=1), r"outside \[0, 1\)"),
     (dict(target=-0.1, warmup=0, ramp_end=1), r"outside \[0, 1\)"),
-    (dict(target=0.5, warmup=0, ramp_end=1, kind="quadratic"), "valid: linear, cubic"),
+    (dict(target=0.5, warmup=0, ramp_end=1, kind="quadratic"), "valid: linear, cubic, gradual"),
     (dict(target=0.5, warmup=5, ramp_end=1), "warmup"),
 ])
 def test_bad_schedules_say_why(kwargs, match):

@@ -1,7 +1,17 @@
 """Sparsity schedules shared by every pruning method.
 
-s(t) = s_final * p**k with p = clamp((t - warmup) / (ramp_end - warmup), 0, 1):
-k = 1 is the linear ramp, k = 3 the cubic one. Steps are optimizer steps.
+With p = clamp((t - warmup) / (ramp_end - warmup), 0, 1) and s_f the target:
+
+    linear   s(t) = s_f * p
+    cubic    s(t) = s_f * p**3
+    gradual  s(t) = s_f + (s_i - s_f) * (1 - p)**3 = s_f * (1 - (1 - p)**3), s_i = 0
+
+"cubic" is the reference documents' schedule: late-heavy, an eighth of s_f
+at p = 0.5. "gradual" is Zhu and Gupta's (2017), which most pruning
+libraries (and Sanh et al.'s movement-pruning code) call cubic: front-loaded,
+seven eighths of s_f at p = 0.5. The initial sparsity s_i is 0 here. Every
+kind is 0 up to and including warmup and exactly s_f from ramp end on.
+`SCHEDULES` lists the kinds. Steps are optimizer steps.
 
 Step- or epoch-based: with `quantum` = steps per epoch, the schedule only
 moves at epoch boundaries (t is rounded down to a whole number of epochs) and
@@ -13,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-POWERS = {"linear": 1, "cubic": 3}
+SCHEDULES = ("linear", "cubic", "gradual")
+POWERS = {"linear": 1, "cubic": 3}  # the kinds of the form s_f * p**k
 UNITS = ("step", "epoch")
 
 
@@ -26,8 +37,8 @@ class SparsitySchedule:
     quantum: int = 1  # the schedule moves every `quantum` steps (steps per epoch when epoch-based)
 
     def __post_init__(self):
-        if self.kind not in POWERS:
-            raise ValueError(f"unknown sparsity schedule {self.kind!r}; valid: {', '.join(POWERS)}")
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown sparsity schedule {self.kind!r}; valid: {', '.join(SCHEDULES)}")
         if not 0.0 <= self.target < 1.0:
             raise ValueError(f"target sparsity {self.target} is outside [0, 1)")
         if self.warmup < 0 or self.ramp_end < self.warmup:
@@ -73,4 +84,6 @@ class SparsitySchedule:
         if step <= self.warmup:
             return 0.0
         p = min(1.0, (step - self.warmup) / max(1, self.ramp_end - self.warmup))
+        if self.kind == "gradual":
+            return self.target * (1.0 - (1.0 - p) ** 3)
         return self.target * p ** POWERS[self.kind]
