@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from lib.pruning.structure import StructureWeights, classify_model, classify_parameter
+from lib.pruning.structure import StructureWeights, classify_model, classify_parameter, name_tokens
 
 
 @pytest.mark.parametrize("name, role", [
@@ -24,6 +24,47 @@ from lib.pruning.structure import StructureWeights, classify_model, classify_par
 ])
 def test_by_name(name, role):
     assert classify_parameter(name, nn.Linear(2, 2)) == role
+
+
+@pytest.mark.parametrize("name, role", [
+    ("attn.c_attn.weight", "attention"),
+    ("layers.0.self_attn.k_proj.weight", "attention"),
+    ("key.weight", "attention"),
+    ("query.weight", "attention"),
+    ("value.weight", "attention"),
+    ("h.0.self_attention.query_key_value.weight", "attention"),
+    ("blocks.0.attn.Wqkv.weight", "attention"),
+    ("blocks.0.selfAttn.weight", "attention"),
+    ("down.attentions.0.proj_in.weight", "attention"),
+    ("down.attn1.to_q.weight", "attention"),
+    ("layers.0.mlp.gate_up_proj.weight", "mlp"),
+    ("encoder.layers.0.fc1.weight", "mlp"),
+    ("blocks.0.mlp_cross.weight", "coupling"),
+    ("decoder.layers.0.cross_attn.k_proj.weight", "coupling"),
+])
+def test_whole_tokens_keep_the_names_that_were_right(name, role):
+    assert classify_parameter(name, nn.Linear(2, 2)) == role
+
+
+@pytest.mark.parametrize("name", [
+    "monkey.weight",  # contains "key"
+    "keyboard.weight",
+    "donkey_proj.weight",
+    "blocks.0.monkey_fc.weight",
+    "valuehead.weight",  # contains "value"
+    "recipe.weight",  # contains "recip" (coupling)
+    "across.weight",  # contains "cross" (coupling)
+    "fc.1.weight",  # "fc" and "1" are two components, not "fc1"
+])
+def test_a_key_inside_a_longer_word_is_not_a_match(name):
+    assert classify_parameter(name, nn.Linear(2, 2)) == "other"
+
+
+def test_name_tokens_split_at_underscores_digits_and_humps():
+    assert name_tokens("self_attn") == ("self", "attn")
+    assert name_tokens("fc1") == ("fc", "1")
+    assert name_tokens("selfAttn") == ("self", "attn")
+    assert name_tokens("monkey") == ("monkey",)
 
 
 class SelfAttention(nn.Module):

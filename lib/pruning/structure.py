@@ -5,8 +5,15 @@ that says something (`nn.MultiheadAttention`, or a class whose name says
 attention / MLP / feed-forward), and by the parameter's dotted name
 otherwise. Coupling (cross-paths between attention and MLP) is checked first
 because such names often also contain "attn" or "mlp"; then attention, then
-MLP. Matching is per name component, so "attn.c_proj" is attention and
-"mlp.c_proj" is MLP.
+MLP. Names match by whole tokens: each dotted component is split into tokens
+at underscores, at letter/digit boundaries and before a capital that follows
+a lower-case letter ("self_attn" -> self, attn; "fc1" -> fc, 1;
+"selfAttn" -> self, attn), and a key matches when its own tokens appear
+consecutively in one component ("k_proj" in "self_attn.k_proj"; the last
+one may carry a plural "s": "attentions"). So
+"attn.c_proj" is attention and "mlp.c_proj" is MLP, while "monkey",
+"keyboard" or "donkey_proj" (which contain "key") and "recipe" or
+"across" (which contain "recip" and "cross") are not.
 
 `StructureWeights` holds the per-role multipliers used by the structure-aware
 state variants (attention 2.5, MLP 1.0, coupling 3.0, other 1.0 by default).
@@ -14,6 +21,7 @@ state variants (attention 2.5, MLP 1.0, coupling 3.0, other 1.0 by default).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from torch import nn
@@ -21,8 +29,36 @@ from torch import nn
 ROLES = ("attention", "mlp", "coupling", "other")
 
 COUPLING_KEYS = ("cross", "coupler", "coupling", "gate_to_heads", "recip")
-ATTENTION_KEYS = ("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "qkv", "query", "key", "value", "q_latent", "v_up")
+ATTENTION_KEYS = ("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "qkv", "wqkv", "query", "key", "value", "q_latent", "v_up")
 MLP_KEYS = ("mlp", "ffn", "feed_forward", "feedforward", "c_fc", "fc1", "fc2", "up_proj", "down_proj", "gate_proj")
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_TOKEN = re.compile(r"[a-z]+|[0-9]+")
+
+
+def name_tokens(component: str) -> tuple[str, ...]:
+    """Lower-case tokens of one name component: split at `_`, letter/digit boundaries and camelCase humps."""
+    return tuple(_TOKEN.findall(_CAMEL.sub("_", component).lower()))
+
+
+def _key_tokens(keys: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(name_tokens(k) for k in keys)
+
+
+_ROLE_KEYS = (
+    ("coupling", _key_tokens(COUPLING_KEYS)),
+    ("attention", _key_tokens(ATTENTION_KEYS)),
+    ("mlp", _key_tokens(MLP_KEYS)),
+)
+
+
+def _contains(tokens: tuple[str, ...], key: tuple[str, ...]) -> bool:
+    """`key`'s tokens appear consecutively in `tokens`, its last one possibly with a plural "s" ("attentions")."""
+    n, head, last = len(key), key[:-1], key[-1]
+    return any(
+        tokens[i : i + n - 1] == head and tokens[i + n - 1] in (last, last + "s") for i in range(len(tokens) - n + 1)
+    )
 
 
 def _role_of_type(module: nn.Module | None) -> str | None:
@@ -45,9 +81,9 @@ def classify_parameter(name: str, module: nn.Module | None = None) -> str:
     role = _role_of_type(module)
     if role is not None:
         return role
-    parts = [p.lower() for p in name.split(".")]
-    for role, keys in (("coupling", COUPLING_KEYS), ("attention", ATTENTION_KEYS), ("mlp", MLP_KEYS)):
-        if any(k in part for part in parts for k in keys):
+    parts = [name_tokens(p) for p in name.split(".")]
+    for role, keys in _ROLE_KEYS:
+        if any(_contains(tokens, key) for tokens in parts for key in keys):
             return role
     return "other"
 
