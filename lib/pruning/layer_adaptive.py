@@ -11,6 +11,21 @@ cap clips), so the plan reports the achieved global sparsity; with
 size-weighted mean hit the target exactly (solved in closed form, piece by
 piece over the capped layers), and the per-layer counts are rounded so that
 they sum to round(target * N).
+
+Which targets a rescaled plan accepts (the last mask update, at the target,
+is where an impossible one would fail):
+- `check_target(target, cap, rescale)`, model-independent, for planning a
+  run: with `rescale`, a target at or above the cap is refused (above it no
+  plan exists; at it every layer would sit at the cap, leaving no depth
+  scaling, and the per-layer counts, rounded down to stay under the cap,
+  generally fall short of round(target * N)). Without `rescale` every target
+  below 1 is accepted: the deepest levels are clipped at the cap and the
+  achieved sparsity is reported.
+- `LayerAdaptive.check(sizes, target)`, exact for a model, at pruner
+  construction: `check_target`, then the counts themselves, which also
+  refuses a target below the cap whose round(target * N) exceeds the sum of
+  floor(n_l * cap) over the layers (possible only when target > cap -
+  (L + 0.5) / N, for L layers of N weights in all).
 """
 
 from __future__ import annotations
@@ -19,11 +34,24 @@ import math
 from dataclasses import dataclass
 
 
+CAP = 0.95  # the default per-layer cap
+
+
+def check_target(target: float, cap: float = CAP, rescale: bool = True) -> None:
+    """Refuse a global target no layer-adaptive plan with this cap can reach, whatever the model (see above)."""
+    if rescale and target >= cap:
+        raise ValueError(
+            f"target sparsity {target} is at or above the layer-adaptive (bitter4) per-layer cap {cap}: "
+            f"no depth-scaled plan reaches it; valid: a target below {cap}, or layer-adaptive rescaling off "
+            "(the depth-scaled levels kept, clipped at the cap)"
+        )
+
+
 @dataclass(frozen=True)
 class LayerAdaptive:
     low: float = 0.7
     high: float = 1.3
-    cap: float = 0.95
+    cap: float = CAP
     rescale: bool = True
 
     def __post_init__(self):
@@ -31,6 +59,11 @@ class LayerAdaptive:
             raise ValueError(f"layer-adaptive scales need 0 < low ({self.low}) <= high ({self.high})")
         if not 0 < self.cap < 1:
             raise ValueError(f"layer-adaptive cap must be in (0, 1), got {self.cap}")
+
+    def check(self, sizes: list[int], target: float) -> None:
+        """Refuse `target` when the plan for these layer sizes cannot reach it (a ValueError naming the cap)."""
+        check_target(target, self.cap, self.rescale)
+        self.counts(sizes, target)
 
     def scales(self, n_layers: int) -> list[float]:
         if n_layers == 1:
@@ -68,7 +101,11 @@ class LayerAdaptive:
                     short -= 1
                     grown = True
             if not grown:
-                raise ValueError(f"target sparsity {target} cannot be met under the per-layer cap {self.cap}")
+                raise ValueError(
+                    f"target sparsity {target} cannot be met under the layer-adaptive per-layer cap {self.cap}: "
+                    f"{len(sizes)} layers of {sum(sizes)} weights can lose at most {sum(limit)}; "
+                    f"valid: a target of at most {sum(limit) / sum(sizes):.6f}"
+                )
         for i in reversed(order):  # float rounding can overshoot by an entry
             while short < 0 and counts[i] > 0:
                 counts[i] -= 1
