@@ -155,6 +155,8 @@ class Pruner(ABC):
         )
         if not entries:
             raise ValueError(f"{type(model).__name__} has no prunable (linear or convolution) weights")
+        if scope == "adaptive":  # refused now, not at the last mask update
+            self.layer_adaptive.check([p.numel() for _, p, _, _ in entries], schedule.target)
         self.params = [(n, p) for n, p, _, _ in entries]
         self._buffers = []  # (module, buffer name) holding each mask
         for _, p, module, attr in entries:
