@@ -1,21 +1,37 @@
-"""Run directory files: run.json and metrics.json, always written atomically.
+"""Results on disk: run directories (run.json, metrics.json) and the matrix directories that hold them.
 
 A run is done if and only if run.json says "completed" and metrics.json parses
 with a "final" block (`is_done`). Writers go through `write_json`, which
 writes a temporary file, fsyncs it and renames it over the old one, so a
 reader never sees half a file, even after SIGKILL.
+
+A matrix directory is `<results>/<id>/` with its `matrix.json`; `newest_matrix`
+and `open_matrix` find it, `describe` and `load_runs` read its runs. One
+runner at a time holds `<results>/.lock` (`lock`, an flock that dies with its
+holder, labelled with the matrix it runs); `runner_alive` asks whether a
+runner still holds it for a given matrix, which is how `status` tells a run
+that is running from one whose runner was killed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 SCHEMA = 1
 STATUSES = ("running", "completed", "failed", "interrupted")
+MATRIX_FILE = "matrix.json"
+LOCK_FILE = ".lock"
+RUNNER_GONE = "interrupted (runner gone)"
+
+
+class MatrixError(Exception):
+    """A matrix directory that cannot be found, opened or locked; the message says what to do."""
 
 
 def now() -> str:
@@ -85,3 +101,103 @@ class RunRecord:
     def finish(self, status: str, exit_code: int | None = None, error: str | None = None) -> None:
         assert status in STATUSES, status
         self.update(status=status, finished=now(), heartbeat=now(), exit_code=exit_code, error=error)
+
+
+# -- matrix directories ----------------------------------------------------------
+def newest_matrix(results_root: str | os.PathLike) -> Path:
+    """The newest `<results_root>/<id>/` with a matrix.json (ids sort by time)."""
+    dirs = sorted(p.parent for p in Path(results_root).glob(f"*/{MATRIX_FILE}"))
+    if not dirs:
+        raise MatrixError(f"no matrix in {results_root}/; run 'make' first")
+    return dirs[-1]
+
+
+def results_dir() -> Path:
+    """The results directory that .config (or $KCONFIG_CONFIG) names in RESULTS_DIR, else results/."""
+    from lib import config  # kconfiglib: only the scripts that look for a matrix need it, never a trainer
+
+    config_file = os.environ.get("KCONFIG_CONFIG", ".config")
+    values = config.load(config_file) if Path(config_file).exists() else {}
+    return Path(values.get("RESULTS_DIR") or "results")
+
+
+def open_matrix(matrix_dir: str | os.PathLike | None = None, results_root: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """(directory, matrix.json) of `matrix_dir`, else of the newest matrix under `results_root` (default: `results_dir()`)."""
+    matrix_dir = Path(matrix_dir) if matrix_dir else newest_matrix(results_root or results_dir())
+    meta = read_json(matrix_dir / MATRIX_FILE)
+    if not meta:
+        raise MatrixError(f"{matrix_dir}/{MATRIX_FILE} is missing or unreadable; is {matrix_dir} a matrix directory?")
+    return matrix_dir, meta
+
+
+def describe(run_dir: str | os.PathLike) -> dict:
+    """Status ("pending" before run.json exists), error and the final block of a run, from its files."""
+    run_dir = Path(run_dir)
+    record = read_json(run_dir / "run.json") or {}
+    final = (read_json(run_dir / "metrics.json") or {}).get("final") or {}
+    return {"status": record.get("status", "pending"), "error": record.get("error"), **final}
+
+
+def load_runs(matrix_dir: str | os.PathLike) -> list[dict]:
+    """Every run's metrics.json in a matrix directory that has at least one history entry."""
+    runs = []
+    for path in sorted(Path(matrix_dir).glob("*/metrics.json")):
+        m = read_json(path)
+        if m and m.get("history"):
+            runs.append(m)
+    return runs
+
+
+@contextmanager
+def lock(results_root: str | os.PathLike, matrix_id: str):
+    """Hold `<results_root>/.lock` while running `matrix_id`; a second holder gets MatrixError.
+
+    flock: the kernel drops the lock when its holder dies, SIGKILL included.
+    The file says who holds it ("pid N matrix ID") for the refusal message
+    and for `runner_alive`.
+    """
+    results_root = Path(results_root)
+    results_root.mkdir(parents=True, exist_ok=True)
+    path = results_root / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            raise MatrixError(
+                f"a matrix is already running in {results_root} ({holder}); wait for it or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} matrix {matrix_id}".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def runner_alive(results_root: str | os.PathLike, matrix_id: str) -> bool:
+    """Whether a live runner holds the results lock for `matrix_id`.
+
+    Probes with a shared, non-blocking flock that is released at once: if it
+    can be taken, nobody holds the lock and a run.json that still says
+    "running" belongs to a runner that is gone.
+    """
+    path = Path(results_root) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return path.read_text().strip().endswith(f" matrix {matrix_id}")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def live_status(info: dict, alive: bool) -> str:
+    """A run's status as `status` shows it: "running" only while its runner lives."""
+    return RUNNER_GONE if info["status"] == "running" and not alive else info["status"]

@@ -4,12 +4,12 @@ EPOCHS ?=
 RESULTS ?=
 RETRY_FAILED ?=
 
-.PHONY: all quickstart continue status dry-run update-graphs
+.PHONY: all quickstart continue status dry-run update-graphs publish-graphs
 ## all: run the matrix that .config describes (EPOCHS=N shortens every run)
 all: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.matrix run $(if $(EPOCHS),--epochs $(EPOCHS))
 
-## quickstart: configure the offline LeNet-5 quick start, run it and draw its graphs
+## quickstart: configure the offline LeNet-5 quick start, run it and draw its graphs into results/<id>/graphs/
 quickstart: $(DEPS)
 	$(Q)$(MAKE) --no-print-directory defconfig DEFCONFIG=
 	$(Q)$(MAKE) --no-print-directory all
@@ -26,6 +26,10 @@ status: $(DEPS)
 dry-run: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.matrix dry-run $(if $(EPOCHS),--epochs $(EPOCHS))
 
-## update-graphs: redraw the graphs and report of the newest (or RESULTS=) matrix
+## update-graphs: redraw results/<id>/graphs/ and report.md of the newest (or RESULTS=) matrix
 update-graphs: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.graphs $(if $(RESULTS),--results $(RESULTS))
+
+## publish-graphs: copy RESULTS=results/<id>'s graphs to images/<model>/ (the tracked images the README shows)
+publish-graphs: $(DEPS)
+	$(Q)$(PYTHON) -m scripts.graphs --publish $(if $(RESULTS),--results $(RESULTS))

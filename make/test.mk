@@ -1,15 +1,12 @@
-# Tests and housekeeping. Results are never deleted by make.
+# Tests and housekeeping. Results are never deleted by make; make never installs system packages
+# (.ci/run does that in CI; the README says what a developer needs).
 
 PYTEST_ARGS ?=
 
-.PHONY: test test-tools clean mrproper
-## test: run the whole test suite (end-to-end tests included)
-test: $(DEPS) test-tools
+.PHONY: test clean mrproper
+## test: run the whole test suite (end-to-end tests included; the menuconfig test needs tmux)
+test: $(DEPS)
 	$(Q)$(PYTHON) -m pytest $(PYTEST_ARGS)
-
-# tmux drives `make menuconfig` in the tests (Debian package).
-test-tools:
-	$(Q)command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux >/dev/null)
 
 ## clean: remove build/ (generated config.json, defconfig record)
 clean:

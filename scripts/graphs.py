@@ -1,13 +1,20 @@
-"""Draw a matrix's comparison graphs and its report, from metrics.json files only.
+"""Draw a matrix's comparison graphs and its report, from metrics.json files only; publish them.
 
-usage: python -m scripts.graphs [--results DIR] [--images DIR]
+usage:
+  python -m scripts.graphs [--results DIR]                           draw (make update-graphs)
+  python -m scripts.graphs --publish --results DIR [--images DIR]    publish (make publish-graphs)
 
-For each model in the matrix (default: the newest under results/):
-  <model>_curves.png            validation accuracy (or perplexity) over training, one panel per pruning setting
+Drawing writes, for each model in the matrix (default: the newest under the
+results directory),
+  <model>_curves.png             validation accuracy (or perplexity) over training, one panel per pruning setting
   <model>_metric_vs_sparsity.png final accuracy (or perplexity) against sparsity, a line per optimizer and method
-  <model>_sparsity.png          achieved sparsity over training for the pruned runs
-into results/<id>/graphs/, copied to images/<model>/, and results/<id>/report.md
-with the run table and the graphs.
+  <model>_sparsity.png           achieved sparsity over training for the pruned runs
+into DIR/graphs/, and DIR/report.md with the run table and the graphs.
+Nothing outside DIR is written.
+
+Publishing copies the graphs a person chose, DIR/graphs/<model>_<name>.png,
+to images/<model>/<name>.png (the tracked images the README shows). It needs
+an explicit --results: which matrix to show is a decision, not a default.
 """
 
 from __future__ import annotations
@@ -23,19 +30,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lib.results import read_json  # noqa: E402
+from lib.results import MatrixError, load_runs, open_matrix  # noqa: E402
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-
-
-def load_runs(matrix_dir: Path) -> list[dict]:
-    """Every run's metrics.json that has at least one history entry."""
-    runs = []
-    for path in sorted(matrix_dir.glob("*/metrics.json")):
-        m = read_json(path)
-        if m and m.get("history"):
-            runs.append(m)
-    return runs
 
 
 def kind(runs: list[dict]) -> tuple[str, str, str, str]:
@@ -153,7 +150,11 @@ def report(matrix_dir: Path, runs: list[dict], graphs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def draw(matrix_dir: Path, images_dir: Path | None = Path("images")) -> list[Path]:
+GRAPHS = ("curves", "metric_vs_sparsity", "sparsity")
+
+
+def draw(matrix_dir: Path) -> list[Path]:
+    """Draw every model's graphs into matrix_dir/graphs/ and write matrix_dir/report.md; the graphs drawn."""
     runs = load_runs(matrix_dir)
     out = matrix_dir / "graphs"
     out.mkdir(exist_ok=True)
@@ -162,37 +163,57 @@ def draw(matrix_dir: Path, images_dir: Path | None = Path("images")) -> list[Pat
     for m in runs:
         by_model[m["model"]].append(m)
     for model, model_runs in by_model.items():
-        paths = [out / f"{model}_curves.png", out / f"{model}_metric_vs_sparsity.png", out / f"{model}_sparsity.png"]
+        paths = [out / f"{model}_{name}.png" for name in GRAPHS]
         plot_curves(model_runs, paths[0], model)
         plot_metric_vs_sparsity(model_runs, paths[1], model)
         plot_sparsity(model_runs, paths[2], model)
         drawn += paths
-        if images_dir is not None:
-            (images_dir / model).mkdir(parents=True, exist_ok=True)
-            for p in paths:
-                shutil.copyfile(p, images_dir / model / p.name.removeprefix(f"{model}_"))
     (matrix_dir / "report.md").write_text(report(matrix_dir, runs, drawn))
     print(f"graphs: {len(drawn)} in {out}; report: {matrix_dir / 'report.md'}")
     return drawn
 
 
+def publish(matrix_dir: Path, images_dir: Path = Path("images")) -> list[Path]:
+    """Copy matrix_dir/graphs/<model>_<name>.png to images_dir/<model>/<name>.png; the files written."""
+    graphs_dir = matrix_dir / "graphs"
+    models = sorted({m["model"] for m in load_runs(matrix_dir)})
+    sources = [(model, name, graphs_dir / f"{model}_{name}.png") for model in models for name in GRAPHS]
+    missing = [str(src) for _, _, src in sources if not src.is_file()]
+    if not sources or missing:
+        raise MatrixError(
+            f"{graphs_dir} lacks {', '.join(missing) or 'graphs'}; draw them first: make update-graphs RESULTS={matrix_dir}"
+        )
+    written = []
+    for model, name, src in sources:
+        (images_dir / model).mkdir(parents=True, exist_ok=True)
+        dest = images_dir / model / f"{name}.png"
+        shutil.copyfile(src, dest)
+        written.append(dest)
+    print(f"published {len(written)} graphs of {matrix_dir.name} to {images_dir}/ ({', '.join(models)}); commit them to show them")
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", help="matrix directory (default: the newest under results/)")
-    p.add_argument("--images", default="images", help="where published graphs go ('' to skip)")
+    p.add_argument("--results", help="matrix directory (default for drawing: the newest under the results directory)")
+    p.add_argument("--publish", action="store_true", help="copy DIR/graphs/ to the images directory instead of drawing")
+    p.add_argument("--images", default="images", help="--publish: where published graphs go (default: images)")
     args = p.parse_args(argv)
     from lib.config import ConfigError
-    from scripts.matrix import MatrixError, open_matrix
 
     try:
+        if args.publish and not args.results:
+            raise MatrixError("publishing needs the matrix to publish: make publish-graphs RESULTS=results/<id>")
         matrix_dir, _ = open_matrix(args.results)
+        if args.publish:
+            publish(matrix_dir, Path(args.images))
+        elif load_runs(matrix_dir):
+            draw(matrix_dir)
+        else:
+            raise MatrixError(f"{matrix_dir} has no run with metrics yet; nothing to draw")
     except (MatrixError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not load_runs(matrix_dir):
-        print(f"error: {matrix_dir} has no run with metrics yet; nothing to draw", file=sys.stderr)
-        return 2
-    draw(matrix_dir, Path(args.images) if args.images else None)
     return 0
 
 

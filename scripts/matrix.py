@@ -18,33 +18,33 @@ kept untouched, interrupted runs resume from their checkpoint, runs never
 started are started, failed runs are retried only with --retry-failed. It
 refuses when .config changed since the matrix was planned.
 
+`status` shows a run whose run.json still says "running" while no runner
+holds the results lock as "interrupted (runner gone)": it was killed, and
+`continue` resumes it.
+
 Only one matrix runs in a results directory at a time (a lock file).
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import platform
 import signal
 import socket
 import subprocess
 import sys
-from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
 from lib import config, matrix
-from lib.results import SCHEMA, RunRecord, is_done, now, read_json, write_json
+from lib.results import (
+    MATRIX_FILE, SCHEMA, MatrixError, RunRecord, describe, is_done, live_status, lock, now, open_matrix, read_json,
+    runner_alive, write_json,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-MATRIX_FILE = "matrix.json"
-
-
-class MatrixError(Exception):
-    pass
 
 
 # -- planning -------------------------------------------------------------------
@@ -101,28 +101,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-# -- locking --------------------------------------------------------------------
-@contextmanager
-def lock(results_root: Path):
-    """Refuse a second matrix in the same results directory (flock: dies with its holder)."""
-    results_root.mkdir(parents=True, exist_ok=True)
-    path = results_root / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = Path(path).read_text().strip() or "another process"
-            raise MatrixError(
-                f"a matrix is already running in {results_root} ({holder}); wait for it or stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        yield
-    finally:
-        os.close(fd)
-
-
 # -- running one run ------------------------------------------------------------
 def rotate_log(run_dir: Path) -> None:
     log = run_dir / "train.log"
@@ -170,13 +148,6 @@ def _settle(run: dict, run_dir: Path, status: str, code: int) -> str:
     return record.data["status"]
 
 
-def describe(run_dir: Path) -> dict:
-    """Status and headline numbers of a run, from its files."""
-    record = read_json(run_dir / "run.json") or {}
-    final = (read_json(run_dir / "metrics.json") or {}).get("final") or {}
-    return {"status": record.get("status", "pending"), "error": record.get("error"), **final}
-
-
 def headline(info: dict) -> tuple[str, str, float, float | None]:
     """(name, unit, final, best) of a finished run: accuracy for classifiers, perplexity for language models."""
     if "accuracy" in info:
@@ -215,7 +186,7 @@ def finish(matrix_dir: Path, meta: dict) -> int:
     (matrix_dir / "summary.md").write_text(f"# Matrix {meta['id']}\n\n{table}\n")
     print(f"\n{table}\n\nresults: {matrix_dir}")
     if meta["config"].get("MATRIX_AUTO_GRAPHS"):
-        from scripts import graphs
+        from scripts import graphs  # here, so that status and dry-run do not load matplotlib
 
         graphs.draw(matrix_dir)
     failed = [r["run_id"] for r in meta["runs"] if describe(matrix_dir / r["run_id"])["status"] != "completed"]
@@ -251,8 +222,8 @@ def overrides_from(args) -> dict:
 def cmd_run(args) -> int:
     values = config.load(os.environ.get("KCONFIG_CONFIG", ".config"))
     results_root = Path(values["RESULTS_DIR"] or "results")
-    with lock(results_root):
-        matrix_id = f"{datetime.now():%Y%m%d-%H%M%S}-{matrix_name(values)}"
+    matrix_id = f"{datetime.now():%Y%m%d-%H%M%S}-{matrix_name(values)}"
+    with lock(results_root, matrix_id):
         matrix_dir = results_root / matrix_id
         overrides = overrides_from(args)
         runs = plan(values, matrix_dir, overrides)
@@ -274,26 +245,6 @@ def cmd_run(args) -> int:
         return run_all(matrix_dir, meta)
 
 
-def newest_matrix(results_root: Path) -> Path:
-    dirs = sorted(p.parent for p in results_root.glob(f"*/{MATRIX_FILE}"))
-    if not dirs:
-        raise MatrixError(f"no matrix in {results_root}/ to continue; run 'make' first")
-    return dirs[-1]
-
-
-def open_matrix(results: str | None) -> tuple[Path, dict]:
-    if results:
-        matrix_dir = Path(results)
-    else:
-        config_file = os.environ.get("KCONFIG_CONFIG", ".config")
-        values = config.load(config_file) if Path(config_file).exists() else {}
-        matrix_dir = newest_matrix(Path(values.get("RESULTS_DIR") or "results"))
-    meta = read_json(matrix_dir / MATRIX_FILE)
-    if not meta:
-        raise MatrixError(f"{matrix_dir}/{MATRIX_FILE} is missing or unreadable; is {matrix_dir} a matrix directory?")
-    return matrix_dir, meta
-
-
 def cmd_continue(args) -> int:
     matrix_dir, meta = open_matrix(args.results)
     config_file = os.environ.get("KCONFIG_CONFIG", ".config")
@@ -307,16 +258,19 @@ def cmd_continue(args) -> int:
     planned = plan(meta["config"], matrix_dir, meta.get("overrides", {}))
     if [r["run_id"] for r in planned] != [r["run_id"] for r in meta["runs"]]:
         raise MatrixError(f"{matrix_dir}: the planned runs no longer match this version of the harness")
-    with lock(matrix_dir.parent):
+    with lock(matrix_dir.parent, meta["id"]):
         print(f"continuing matrix {meta['id']} ({len(meta['runs'])} runs)", flush=True)
         return run_all(matrix_dir, meta, retry_failed=args.retry_failed)
 
 
 def cmd_status(args) -> int:
     matrix_dir, meta = open_matrix(args.results)
+    alive = runner_alive(matrix_dir.parent, meta["id"])
     print(f"matrix {meta['id']} ({matrix_dir})")
     for i, run in enumerate(meta["runs"], 1):
-        print(progress_line(i, len(meta["runs"]), run, describe(matrix_dir / run["run_id"])))
+        info = describe(matrix_dir / run["run_id"])
+        info["status"] = live_status(info, alive)
+        print(progress_line(i, len(meta["runs"]), run, info))
     return 0
 
 

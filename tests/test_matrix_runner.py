@@ -1,7 +1,8 @@
-"""scripts.matrix: continue semantics, log rotation, summary, lock; with a stand-in trainer."""
+"""scripts.matrix: continue semantics, log rotation, summary, lock, status of a killed runner; with stand-ins."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -88,12 +89,57 @@ def test_a_trainer_that_dies_silently_is_marked_failed_with_its_last_error(tmp_p
 
 
 def test_lock_refuses_a_second_holder(tmp_path):
-    with runner.lock(tmp_path):
-        with pytest.raises(runner.MatrixError, match="already running"):
-            with runner.lock(tmp_path):
+    with runner.lock(tmp_path, "m1"):
+        with pytest.raises(runner.MatrixError, match=r"already running .*\(pid \d+ matrix m1\)"):
+            with runner.lock(tmp_path, "m2"):
                 pass
-    with runner.lock(tmp_path):  # released again
+    with runner.lock(tmp_path, "m2"):  # released again
         pass
+
+
+# A runner stand-in: takes the results lock for a matrix, marks a run as running, says so, and waits to be killed.
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from lib.results import RunRecord, lock
+    root, matrix_id = Path(sys.argv[1]), sys.argv[2]
+    with lock(root, matrix_id):
+        RunRecord(root / matrix_id / "a").start("a", [], 1)
+        print("holding", flush=True)
+        sys.stdin.read()  # until the test kills this process
+    """
+)
+
+
+def status_lines(mdir: Path, capsys) -> list[str]:
+    assert runner.main(["status", "--results", str(mdir)]) == 0
+    return [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+
+
+def test_status_tells_a_killed_runner_from_a_live_one(tmp_path, capsys):
+    mdir, meta = make_matrix(tmp_path, {"a": [], "b": []})
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(mdir.parent), meta["id"]],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "holding\n"  # blocks until the lock is held and run.json written
+        live = status_lines(mdir, capsys)
+        assert "] a " in live[0] and live[0].rstrip().endswith("running") and live[1].rstrip().endswith("pending")
+    finally:
+        holder.kill()  # SIGKILL: no handler runs, run.json keeps saying "running"
+        holder.wait()
+    assert read_json(mdir / "a" / "run.json")["status"] == "running"
+    dead = status_lines(mdir, capsys)
+    assert dead[0].rstrip().endswith("interrupted (runner gone)")
+
+
+def test_a_runner_of_another_matrix_does_not_keep_a_dead_run_alive(tmp_path, capsys):
+    mdir, meta = make_matrix(tmp_path, {"a": []})
+    write_json(mdir / "a" / "run.json", {"status": "running", "attempt": 1})  # its runner was killed
+    with runner.lock(mdir.parent, "20260102-000000-other"):
+        assert status_lines(mdir, capsys)[0].rstrip().endswith("interrupted (runner gone)")
+    with runner.lock(mdir.parent, meta["id"]):
+        assert status_lines(mdir, capsys)[0].rstrip().endswith("running")
 
 
 def test_matrix_name_follows_the_defconfig_record(tmp_path, monkeypatch):
@@ -105,11 +151,3 @@ def test_matrix_name_follows_the_defconfig_record(tmp_path, monkeypatch):
     write_json(tmp_path / "build" / "defconfig.json", {"name": "quickstart", "config_hash": config.config_hash(values)})
     assert runner.matrix_name(values) == "quickstart"
     assert runner.matrix_name({"A": 2}) == "custom"
-
-
-def test_newest_matrix_and_clear_error_when_none(tmp_path):
-    with pytest.raises(runner.MatrixError, match="no matrix"):
-        runner.newest_matrix(tmp_path)
-    for name in ("20260101-000000-a", "20260102-000000-b"):
-        write_json(tmp_path / name / "matrix.json", {})
-    assert runner.newest_matrix(tmp_path).name == "20260102-000000-b"

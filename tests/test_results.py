@@ -1,10 +1,13 @@
-"""lib.results: atomic JSON files, run.json life cycle, the one definition of done."""
+"""lib.results: atomic JSON files, run.json life cycle, the one definition of done; matrix directories."""
 
 from __future__ import annotations
 
 import json
 
-from lib.results import RunRecord, is_done, read_json, write_json
+import pytest
+
+from lib import results
+from lib.results import MatrixError, RunRecord, is_done, read_json, write_json
 
 
 def test_write_json_is_atomic_and_leaves_no_temp_files(tmp_path):
@@ -41,3 +44,42 @@ def test_done_needs_completed_status_and_a_final_block(tmp_path):
     assert is_done(tmp_path)
     write_json(tmp_path / "metrics.json", {"history": []})
     assert not is_done(tmp_path)  # no final block
+
+
+def test_newest_matrix_and_clear_error_when_none(tmp_path):
+    with pytest.raises(MatrixError, match="no matrix"):
+        results.newest_matrix(tmp_path)
+    for name in ("20260101-000000-a", "20260102-000000-b"):
+        write_json(tmp_path / name / "matrix.json", {"id": name})
+    (tmp_path / "20260103-000000-not-a-matrix").mkdir()
+    assert results.newest_matrix(tmp_path).name == "20260102-000000-b"
+    assert results.open_matrix(None, tmp_path) == (tmp_path / "20260102-000000-b", {"id": "20260102-000000-b"})
+    assert results.open_matrix(tmp_path / "20260101-000000-a")[1] == {"id": "20260101-000000-a"}
+    with pytest.raises(MatrixError, match="matrix.json is missing or unreadable"):
+        results.open_matrix(tmp_path / "20260103-000000-not-a-matrix")
+
+
+def test_open_matrix_defaults_to_the_results_dir_of_the_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KCONFIG_CONFIG", raising=False)
+    write_json(tmp_path / "results" / "20260101-000000-a" / "matrix.json", {"id": "a"})
+    assert results.open_matrix()[0].resolve() == tmp_path / "results" / "20260101-000000-a"
+
+
+def test_describe_and_load_runs_read_a_matrix_directory(tmp_path):
+    assert results.describe(tmp_path / "never-started") == {"status": "pending", "error": None}
+    RunRecord(tmp_path / "a").start("a", [], 1)
+    write_json(tmp_path / "a" / "metrics.json", {"history": [{"epoch": 1}], "final": {"accuracy": 90.0}})
+    write_json(tmp_path / "b" / "metrics.json", {"history": []})  # nothing to draw yet
+    assert results.describe(tmp_path / "a") == {"status": "running", "error": None, "accuracy": 90.0}
+    assert [m["final"] for m in results.load_runs(tmp_path)] == [{"accuracy": 90.0}]
+
+
+def test_a_running_run_without_a_live_runner_is_shown_as_interrupted(tmp_path):
+    assert not results.runner_alive(tmp_path, "m")  # no lock file: nobody ever ran here
+    with results.lock(tmp_path, "m"):
+        assert results.runner_alive(tmp_path, "m") and not results.runner_alive(tmp_path, "other")
+    assert not results.runner_alive(tmp_path, "m")
+    assert results.live_status({"status": "running"}, alive=True) == "running"
+    assert results.live_status({"status": "running"}, alive=False) == "interrupted (runner gone)"
+    assert results.live_status({"status": "completed"}, alive=False) == "completed"
