@@ -8,7 +8,6 @@ from torch import nn
 
 from lib import optim, pruning
 from lib.pruning import SparsitySchedule, VARIANTS
-from lib.pruning import native, threshold
 from lib.pruning.base import prunable_parameters
 
 # Every method and allocation the product offers.
@@ -189,55 +188,37 @@ def test_remask_mode_is_checked():
         pruning.build("magnitude", Net(), SparsitySchedule(0.5, 0, 1), remask="sometimes")
 
 
-# Settings of the selection, from the smallest to the largest models' paths.
-KEY_PATHS = {
-    "group-sorted": {},  # one flat key tensor for the whole group, then a stable sort
-    "group-radix": {"SMALL_CPU": 0},  # one flat score tensor, radix select by the C kernels
-    "group-radix-torch": {"SMALL_CPU": 0, "native": False},  # the same by torch operations
-    "per-tensor": {"SMALL": 0},  # scores per tensor in one shared buffer, made again on each radix pass
-    "per-tensor-torch": {"SMALL": 0, "native": False},
-}
-
-
-def take_key_path(path, monkeypatch):
-    settings = dict(KEY_PATHS[path])
-    if not settings.pop("native", True):
-        monkeypatch.setattr(native, "kernels", lambda: None)
-    else:
-        assert native.kernels() is not None, "the C kernels did not build"
-    for name, value in settings.items():
-        monkeypatch.setattr(threshold, name, value)
-
-
-@pytest.mark.parametrize("path", KEY_PATHS)
 @pytest.mark.parametrize("method,kw", [("magnitude", {}), ("magnitude", {"scope": "layer"}),
-                                       ("state", {"variant": "bitter7"}), ("state", {"variant": "bitter4"})])
-def test_in_place_keys_of_non_negative_scores_give_the_general_paths_masks(method, kw, path, monkeypatch):
-    """Magnitude and state build keys in place (nonnegative_scores); the -inf-filled scores give the same masks."""
-    take_key_path(path, monkeypatch)
-    masks = {}
-    for fast in (True, False):
-        torch.manual_seed(0)
-        model = Net()
-        opt = optim.build("adamw", model, lr=1e-2)
-        pruner = pruning.build(method, model, SparsitySchedule(0.6, 0, 10), 2, opt, **kw)
-        assert pruner.nonnegative_scores
-        pruner.nonnegative_scores = fast
-        x = torch.randn(16, 32)
-        for _ in range(10):
-            opt.zero_grad()
-            model(x).square().mean().backward()
-            pruner.mask_gradients()
-            opt.step()
-            pruner.step()
-        masks[fast] = pruner.masks
-    assert all(torch.equal(masks[True][n], masks[False][n]) for n in masks[True])
+                                       ("movement", {}), ("state", {"variant": "bitter7"}), ("state", {"variant": "bitter4"})])
+def test_each_group_prunes_its_lowest_scores_after_the_entries_already_pruned(method, kw):
+    """An update prunes exactly each allocation group's count: the old masks' entries, then the lowest scores."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = optim.build("adamw", model, lr=1e-2)
+    pruner = pruning.build(method, model, SparsitySchedule(0.6, 0, 10), 2, opt, **kw)
+    x = torch.randn(16, 32)
+    for _ in range(6):  # masks at an earlier level, moments and movement scores that exist
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        pruner.mask_gradients()
+        opt.step()
+        pruner.step()
+    before = [m.clone() for m in pruner.mask_list()]
+    scores = [pruner.score(i).float().reshape(-1) for i in range(len(pruner.params))]
+    pruner.update_masks(0.6)
+    for idx, n_prune in pruner.allocation(0.6):
+        was = torch.cat([before[i].reshape(-1) for i in idx])
+        now = torch.cat([pruner.mask_list()[i].reshape(-1) for i in idx])
+        s = torch.cat([scores[i] for i in idx])
+        assert int((~now).sum()) == max(n_prune, int((~was).sum()))
+        assert not (now & ~was).any()  # masks only grow
+        newly = ~now & was
+        if newly.any():
+            assert s[newly].max() <= s[now].min()
 
 
-@pytest.mark.parametrize("path", ["group-sorted", "per-tensor", "per-tensor-torch"])
-def test_masks_of_channels_last_weights_match_the_contiguous_model(path, monkeypatch):
-    """Contiguous masks are written in place by the selection; channels_last ones (not views of a flat mask) by a copy."""
-    take_key_path(path, monkeypatch)
+def test_masks_of_channels_last_weights_match_the_contiguous_model():
+    """Scores and masks are compared in flat row-major order, whatever the memory layout."""
     masks = []
     for channels_last in (False, True):
         torch.manual_seed(0)
@@ -274,7 +255,7 @@ def test_gradient_masking_skips_parameters_without_gradients_and_follows_replace
 
 
 def test_re_masking_reaches_moments_that_appear_after_an_earlier_update():
-    """apply_masks keeps what it read per set of tensors: moments created after the first update are zeroed too."""
+    """apply_masks reads the optimizer state on each call: moments created after the first update are zeroed too."""
     torch.manual_seed(0)
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -289,21 +270,3 @@ def test_re_masking_reaches_moments_that_appear_after_an_earlier_update():
     for (_, p), mask in zip(pruner.params, pruner.mask_list()):
         assert not p[~mask].any() and not opt.state[p]["momentum_buffer"][~mask].any()
         assert opt.state[p]["momentum_buffer"][mask].all()
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("method,kw", [("magnitude", {})] + [("state", {"variant": v}) for v in VARIANTS])
-def test_scores_written_into_a_buffer_equal_the_returned_scores(method, kw, dtype):
-    """score_into fills a flat float32 slice (the shared buffer of the mask update) with exactly score()."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).to(memory_format=torch.channels_last)
-    model = model.to(dtype)
-    opt = optim.build("adamw", model, lr=1e-2)
-    model(torch.randn(2, 3, 8, 8, dtype=dtype)).float().square().mean().backward()
-    opt.step()
-    pruner = pruning.build(method, model, SparsitySchedule(0.5, 0, 1), 1, opt, **kw)
-    buf = torch.full((max(pruner.sizes) + 3,), float("nan"))
-    for i, n in enumerate(pruner.sizes):
-        got = pruner.score_into(i, buf[:n])
-        assert got.data_ptr() == buf.data_ptr() and got.shape == (n,)
-        assert torch.equal(got, pruner.score(i).reshape(-1))

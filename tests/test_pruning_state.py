@@ -1,4 +1,4 @@
-"""lib.pruning.state: every bitter formula on hand-made tensors, and the state pruner on real optimizers."""
+"""lib.pruning.state: every bitter formula on hand-made tensors, the variant registry, and the state pruner on real optimizers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from lib import optim, pruning
-from lib.pruning import SparsitySchedule, native
-from lib.pruning.state import EPS, VARIANTS, StatePruner, importance
+from lib.pruning import SparsitySchedule
+from lib.pruning.state import EPS, VARIANTS, StatePruner, importance, register_variant
 
 # Hand-made tensors: w, m (exp_avg), v (exp_avg_sq), s (structural weight).
 W = [-2.0, 0.5, 0.0, 3.0]
@@ -57,67 +57,90 @@ def test_importance_values_spelled_out():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_importance_does_not_touch_its_inputs(dtype):
+def test_importance_does_not_touch_its_inputs_and_is_float32(dtype):
     w, m, v = (torch.tensor(x, dtype=dtype) for x in (W, M, V))
     before = [t.clone() for t in (w, m, v)]
     for variant in VARIANTS:
-        got = importance(variant, w, m, v, structure_weight=S)  # float32 inputs: the C kernel on the CPU
-        with native.disabled():  # torch operations for both: the float32 formula of other dtypes' values
-            assert torch.equal(importance(variant, w, m, v, structure_weight=S),
-                               importance(variant, w.float(), m.float(), v.float(), structure_weight=S))
+        got = importance(variant, w, m, v, structure_weight=S)
         assert got.dtype == torch.float32
+        assert torch.equal(got, importance(variant, w.float(), m.float(), v.float(), structure_weight=S))
     assert all(torch.equal(a, b) for a, b in zip((w, m, v), before))
 
 
-def step_by_step(variant: str, w, m, v, s: float) -> torch.Tensor:
-    """`variant`'s float32 operations in importance()'s order, each one correctly rounded (done in float64, rounded once)."""
-    w, m, v = (t.double() for t in (w, m, v))
-    eps, s = torch.tensor(EPS).item(), torch.tensor(s).item()  # as float32 values
-
-    def r(x):  # round to float32 (exact for +, *, / and sqrt of float32 inputs: 53 >= 2 * 24 + 2 bits)
-        return x.float().double()
-
-    if variant == "bitter0":
-        out = r(r(r(m.abs() * w) * w) / r(r(v.sqrt()) + eps))
-    elif variant in ("bitter3", "bitter4", "bitter8"):
-        out = r(r(r(m.abs() + eps).sqrt()) * w).abs()
-    elif variant == "bitter7":
-        out = r(r(r(r(v.abs() + eps).sqrt()).sqrt()) * w).abs()
-    else:  # bitter9
-        out = r(r(r(r(v.abs().sqrt()).sqrt()) + eps) * w).abs()
-    return r(out * s).float() if VARIANTS[variant].structure_aware else out.float()
+def test_bitter7_eps_inside_and_outside_the_fourth_root():
+    """Seed 001's code and seed 003: (|v| + eps) ** 0.25 (default); seed 000: |v| ** 0.25 + eps."""
+    w, m, v = torch.tensor([2.0, 3.0]), torch.zeros(2), torch.tensor([0.0625, 0.0])
+    inside = importance("bitter7", w, m, v)
+    outside = importance("bitter7", w, m, v, bitter7_eps="outside")
+    assert inside.tolist() == pytest.approx([2 * (0.0625 + EPS) ** 0.25, 3 * EPS ** 0.25], rel=1e-6)
+    assert outside.tolist() == pytest.approx([2 * (0.5 + EPS), 3 * EPS], rel=1e-6)
+    assert torch.equal(outside, importance("bitter9", w, m, v, structure_weight=1.0))
+    with pytest.raises(ValueError, match="bitter7_eps.*'middle'; valid: inside, outside"):
+        importance("bitter7", w, m, v, bitter7_eps="middle")
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_the_c_kernel_computes_every_variant_correctly_rounded(parallel, monkeypatch):
-    """On the CPU, float32 scores come from csrc/state_scores.c in one pass: exactly the step-by-step float32 result.
+def test_bitter7_eps_placements_prune_different_weights_when_second_moments_are_tiny():
+    """With v far below eps, eps inside the root ranks those weights by |w| * eps ** 0.25; outside, by |w| * v ** 0.25.
 
-    torch's own CPU sqrt is not always correctly rounded: its operations may
-    differ in the last bit, never by more.
+    Weight a is large with v = 0 (no gradient); weight b is small with a tiny v.
+    Inside: a's score 1.0 * 0.01 beats b's 0.1 * (1e-12 + 1e-8) ** 0.25 (about 0.001), so b is pruned.
+    Outside: a's score 1.0 * 1e-8 loses to b's 0.1 * 1e-3, so a is pruned.
     """
-    kernels = native.kernels()
-    assert kernels is not None, "the C kernels did not build"
-    if parallel:  # split over two threads however small
-        monkeypatch.setattr(native, "PARALLEL_FROM", 0)
-        monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    taken = []
-    scores = kernels.state_scores
-    monkeypatch.setattr(kernels, "state_scores", lambda *a: taken.append(scores(*a)) or taken[-1])
-    g = torch.Generator().manual_seed(0)
-    w, m, v = (torch.randn(3001, generator=g) * scale for scale in (0.05, 1e-3, 1e-6))
-    v[::7] = v[::7].abs()  # mostly non-negative, as Adam keeps it; negative entries test |v|
-    w[::11], m[::13], v[::17] = 0.0, 0.0, 0.0
-    for variant in ("bitter0", "bitter3", "bitter4", "bitter7", "bitter8", "bitter9"):
-        vv = v.abs() if variant == "bitter0" else v  # bitter0 takes sqrt(v) as it stands
-        got = importance(variant, w, m, vv, structure_weight=S)
-        assert taken.pop() is True
-        want = step_by_step(variant, w, m, vv, S)
-        assert torch.equal(got, want), variant
-        with native.disabled():
-            torch.testing.assert_close(importance(variant, w, m, vv, structure_weight=S), got, rtol=2.5e-7, atol=0)
-    importance("bitter7", w.bfloat16(), m, v)  # other dtypes are left to torch
-    importance("bitter7", w[:3000].view(1000, 3)[:, 0], m[:1000], v[:1000])  # so are strided tensors
-    assert taken == []
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.1]]))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt.state[model.weight] = {"step": torch.tensor(1.0), "exp_avg": torch.zeros(1, 2),
+                               "exp_avg_sq": torch.tensor([[0.0, 1e-12]])}
+    kept = {}
+    for placement in ("inside", "outside"):
+        pruner = StatePruner(model, SparsitySchedule(0.5, 0, 1), 1, optimizer=opt, variant="bitter7", bitter7_eps=placement)
+        pruner.update_masks(0.5)
+        kept[placement] = pruner.mask_list()[0].tolist()
+        assert pruner.summary()["bitter7_eps"] == placement
+    assert kept == {"inside": [[True, False]], "outside": [[False, True]]}
+    with pytest.raises(ValueError, match="valid: inside, outside"):
+        StatePruner(model, SparsitySchedule(0.5, 0, 1), 1, optimizer=opt, variant="bitter7", bitter7_eps="around")
+
+
+@pytest.fixture
+def registered():
+    """Register variants for one test and remove them after it."""
+    names = []
+
+    def register(name, *args, **kw):
+        names.append(name)
+        return register_variant(name, *args, **kw)
+
+    yield register
+    for name in names:
+        VARIANTS.pop(name, None)
+
+
+def test_a_registered_variant_runs_through_the_pruner(registered):
+    """A formula registered here is all a new variant needs in code: build, train a few steps, exact sparsity."""
+    calls = []
+
+    def gradient_energy(w, m, v, eps):  # |w| * |m| / (sqrt(v) + eps): a signal-to-noise score
+        calls.append(1)
+        return (m.abs() / (v.sqrt() + eps)).mul_(w.abs()).float()
+
+    spec = registered("snr", "|w| * |m| / (sqrt(v) + eps)", gradient_energy)
+    assert VARIANTS["snr"] is spec and spec.uses_moments and not spec.structure_aware
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    pruner = pruning.build("state", model, SparsitySchedule(0.5, 2, 6), 1, opt, variant="snr")
+    train(model, opt, pruner, 8)
+    assert calls and pruner.sparsity == 0.5
+    pruned = sum(int((~m).sum()) for m in pruner.mask_list())
+    assert pruned == round(0.5 * sum(pruner.sizes))
+    for (_, p), mask in zip(pruner.params, pruner.mask_list()):
+        assert not p[~mask].any() and not opt.state[p]["exp_avg_sq"][~mask].any()
+    with pytest.raises(ValueError, match="already registered"):
+        register_variant("snr", "x", gradient_energy)
+    with pytest.raises(ValueError, match="Kconfig symbol"):
+        register_variant("Bad-Name", "x", gradient_energy)
 
 
 def test_unknown_variant_lists_the_valid_ones():

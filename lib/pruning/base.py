@@ -16,14 +16,17 @@ so pruned weights stay exactly zero: between mask updates the masked gradient
 keeps them and their moments at exactly zero for every optimizer of lib.optim
 (all update elementwise from the gradient, the weight and moments that are
 already zero). `remask="step"` re-zeroes them after every step instead, three
-more memory passes per step, for optimizers from elsewhere. A method supplies
-`score(i)` for its i-th tensor: higher means more important. Already-pruned
-entries sort below all others (score -inf, or key 0 for non-negative scores),
-so masks only ever grow. How many entries each tensor loses is the
-allocation: "global" (one exact threshold over all prunable weights),
-"layer" (every tensor at the scheduled level) or "adaptive" (by depth, see
-`layer_adaptive`); subclasses may group tensors otherwise (RATIO).
-Thresholds are exact and deterministic (`threshold.lowest_keep`).
+more memory passes per step, for optimizers from elsewhere. Zeroing is one
+multi-tensor multiply by the masks (`masking.mask_multiply_`).
+
+A method supplies `score(i)` for its i-th tensor: higher means more
+important. How many entries each group of tensors loses is the allocation:
+"global" (one group: all prunable weights), "layer" (every tensor at the
+scheduled level) or "adaptive" (by depth, see `layer_adaptive`); subclasses
+may group tensors otherwise (RATIO). Each group prunes exactly its count,
+already-pruned entries first (masks only grow), the rest by score with ties
+in flat index order (`threshold.lowest_keep`, exact and deterministic on
+every device).
 """
 
 from __future__ import annotations
@@ -34,16 +37,9 @@ import torch
 from torch import nn
 
 from lib.pruning.layer_adaptive import LayerAdaptive
-from lib.pruning.masking import StandingMasks
+from lib.pruning.masking import mask_multiply_
 from lib.pruning.schedule import SparsitySchedule
-from lib.pruning.threshold import (  # noqa: F401  (keep_top is public API)
-    holds_one_tensor,
-    keep_top,
-    lowest_keep,
-    lowest_keep_held,
-    lowest_keep_nonnegative,
-    reevaluates,
-)
+from lib.pruning.threshold import keep_top, lowest_keep  # noqa: F401  (keep_top is public API)
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = tuple(
@@ -114,10 +110,6 @@ class Pruner(ABC):
     """Gradual pruning driven by a `SparsitySchedule`."""
 
     name = "base"
-    # True when score(i) returns a new tensor of non-negative values that the
-    # mask update may overwrite (it then builds its keys in place, see
-    # threshold.lowest_keep_nonnegative); False for signed or stored scores.
-    nonnegative_scores = False
 
     def __init__(
         self,
@@ -164,7 +156,6 @@ class Pruner(ABC):
             module.register_buffer(buf, torch.ones_like(p, dtype=torch.bool), persistent=False)
             self._buffers.append((module, buf))
         self.sizes = [p.numel() for _, p in self.params]
-        self._standing_cache = (self.mask_list(), {})  # (mask buffers, {owners: StandingMasks}), see _standing_masks
         self.step_count = 0
         self.sparsity = 0.0  # the scheduled level the masks currently implement
 
@@ -182,16 +173,6 @@ class Pruner(ABC):
     def score(self, index: int) -> torch.Tensor:
         """Importance of every entry of the `index`-th prunable tensor (higher = keep)."""
 
-    def score_into(self, index: int, out: torch.Tensor) -> torch.Tensor:
-        """`score(index)` written into `out` (flat float32, one entry per weight) and returned.
-
-        Methods with `nonnegative_scores` compute straight into `out`; the mask
-        update passes slices of one buffer, so no fresh memory is taken per
-        tensor (on the CPU, fresh memory costs page faults comparable to the
-        passes themselves).
-        """
-        return out.copy_(self.score(index).reshape(-1))
-
     def scores(self) -> list[torch.Tensor]:
         """Importance of every prunable weight, one tensor per entry of `self.params`."""
         return [self.score(i) for i in range(len(self.params))]
@@ -206,42 +187,28 @@ class Pruner(ABC):
         return [([i], c) for i, c in enumerate(counts)]
 
     # -- the training-loop hooks -------------------------------------------------
-    def mask_gradients(self) -> None:
-        """Zero the gradients of pruned entries (between backward and the optimizer step)."""
-        self._standing_masks(None).zero_([p.grad for _, p in self.params])  # None: no part in this backward, skipped
+    def mask_gradients(self, accumulate: bool = True) -> None:
+        """Zero the gradients of pruned entries (between backward and the optimizer step).
 
-    def _standing_masks(self, owners: tuple[int, ...] | None) -> StandingMasks:
-        """The masks of `owners` (indices into `self.params`; None for all, in order), read once while the buffers stay the same tensors.
-
-        Run after every backward, where Python runs from cold caches and
-        every call costs microseconds (LeNet-5 on the CPU: 8 us of C in a
-        60-75 us masking), so the check is one plain loop.
+        `accumulate=False`: the gradients are not finite (a step the gradient
+        scaler skips); methods that learn from gradients leave their scores alone.
         """
-        cached = self._standing_cache
-        for (module, buf), mask in zip(self._buffers, cached[0]):
-            if module._buffers[buf] is not mask:  # a buffer replaced (model.to()): read the masks again
-                cached = self._standing_cache = (self.mask_list(), {})
-                break
-        standing = cached[1].get(owners)
-        if standing is None:
-            masks = cached[0]
-            standing = cached[1][owners] = StandingMasks(masks if owners is None else [masks[i] for i in owners])
-        return standing
+        mask_multiply_([p.grad for _, p in self.params], self.mask_list())  # a None gradient (no part in this backward) is skipped
 
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero pruned weights, and the optimizer's moments for them."""
-        tensors, owners = [], []  # each weight and moment, and the index of its mask
-        for i, (_, p) in enumerate(self.params):
+        tensors, masks = [], []  # each weight and moment, with its mask
+        for (_, p), mask in zip(self.params, self.mask_list()):
             tensors.append(p)
-            owners.append(i)
+            masks.append(mask)
             state = self.optimizer.state.get(p) if self.optimizer is not None else None
             for key in MOMENT_KEYS if state else ():
                 t = state.get(key)
                 if torch.is_tensor(t) and t.shape == p.shape:
                     tensors.append(t)
-                    owners.append(i)
-        self._standing_masks(tuple(owners)).zero_(tensors)  # one call: one multi-tensor kernel on a GPU
+                    masks.append(mask)
+        mask_multiply_(tensors, masks)
 
     def step(self) -> None:
         """After every optimizer step: update the masks when the schedule says so."""
@@ -253,45 +220,19 @@ class Pruner(ABC):
         if updated or self.remask == "step":
             self.apply_masks()
 
-    def _group_scores(self, idx: list[int], device: torch.device) -> torch.Tensor:
-        """Scores of the tensors `idx`, one after another in one flat float32 tensor."""
-        sizes = [self.sizes[i] for i in idx]
-        scores = torch.empty(sum(sizes), dtype=torch.float32, device=device)
-        for i, part in zip(idx, scores.split(sizes)):
-            self.score_into(i, part)
-        return scores
-
-    def _masked_score(self, i: int) -> torch.Tensor:
-        mask = self.mask_list()[i]
-        return self.score(i).float().masked_fill(~mask, float("-inf"))
-
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
+        """Masks at scheduled level `sparsity`: each allocation group prunes exactly its count, never fewer than before."""
         masks = self.mask_list()
         for idx, n_prune in self.allocation(sparsity):
-            pruned = sum(masks[i].numel() - int(masks[i].count_nonzero()) for i in idx)
-            n_prune = min(max(n_prune, pruned), sum(self.sizes[i] for i in idx))  # masks only grow
+            group = [masks[i] for i in idx]
+            total = sum(m.numel() for m in group)
+            pruned = total - int(torch.stack([m.count_nonzero() for m in group]).sum())
+            n_prune = min(max(n_prune, pruned), total)  # masks only grow
             if n_prune == pruned:
                 continue
-            sizes, device = [self.sizes[i] for i in idx], masks[idx[0]].device
-            if self.nonnegative_scores and holds_one_tensor(sum(sizes), device):
-                # the keys will be one tensor: scores made there directly, a few operations over all
-                # entries instead of a few per tensor (LeNet-5: one kernel call; the per-operation cost exceeds the work)
-                keeps = lowest_keep_held(self._group_scores(idx, device), [masks[i] for i in idx], n_prune)
-            elif self.nonnegative_scores:
-                # scores evaluated on every pass of the selection share one buffer (their keys are used up in turn)
-                buf = torch.empty(max(sizes), device=device) if reevaluates(sum(sizes), len(idx), device) else None
-                sources = [lambda i=i: (self.score(i) if buf is None else self.score_into(i, buf[: self.sizes[i]]), masks[i])
-                           for i in idx]
-                # a contiguous mask is written in place (its keys are made before it is written)
-                out = [m.view(-1) if m.is_contiguous() else torch.empty(m.numel(), dtype=torch.bool, device=m.device)
-                       for m in (masks[i] for i in idx)]
-                keeps = lowest_keep_nonnegative(sources, n_prune, sizes, device, out=out)
-            else:
-                keeps = lowest_keep([lambda i=i: self._masked_score(i) for i in idx], n_prune, sizes, device)
-            for i, keep in zip(idx, keeps):
-                if keep.data_ptr() != masks[i].data_ptr():
-                    masks[i].copy_(keep.view(masks[i].shape))
+            for mask, keep in zip(group, lowest_keep([self.score(i) for i in idx], n_prune, group)):
+                mask.copy_(keep.view(mask.shape))
         self.sparsity = sparsity
 
     # -- checkpointing and reporting ---------------------------------------------

@@ -1,20 +1,31 @@
 """State-based pruning (AdamWPrune): importance from the optimizer's Adam moments.
 
-`importance(variant, weight, exp_avg, exp_avg_sq, structure_weight)` is the
-one place the bitter formulas live (w weight, m exp_avg, v exp_avg_sq,
-s structural weight, eps 1e-8):
+`VARIANTS` is the registry of state-pruning variants, keyed by name; each
+`Variant` carries its formula as a torch function, and `importance(variant,
+weight, exp_avg, exp_avg_sq, structure_weight)` is the one place scores are
+computed (w weight, m exp_avg, v exp_avg_sq, s structural weight, eps 1e-8):
 
     bitter0  |w| * |m| * |w| / (sqrt(v) + eps)     hybrid momentum-stability
     bitter1  |w|                                    magnitude
     bitter2  |w|                                    + training budget (21 %)
     bitter3  |w| * sqrt(|m| + eps)                  + training budget (30 %)
     bitter4  |w| * sqrt(|m| + eps)                  + layer-adaptive sparsity, budget (30 %)
-    bitter7  |w| * (|v| + eps) ** 0.25              conservative variance
+    bitter7  |w| * (|v| + eps) ** 0.25              conservative variance (eps inside, the default)
+             |w| * (|v| ** 0.25 + eps)              with bitter7_eps="outside"
     bitter8  s * |w| * sqrt(|m| + eps)              structure-aware momentum
     bitter9  s * |w| * (|v| ** 0.25 + eps)          structure-aware variance
 
 bitter0 follows the variant documentation (seed 001), not the README's
-momentum x stability description (seed 004): see docs/pruning.md.
+momentum x stability description (seed 004). bitter7's eps sits inside the
+fourth root in seed 001's implementation and seed 003's derivation, outside
+in seed 000 (and seed 001's formula line); `bitter7_eps` picks the form.
+See docs/pruning.md.
+
+Adding a variant is `register_variant(name, formula, score, ...)` here, a
+Kconfig bool `PRUNING_STATE_<NAME>` (lib.matrix derives the symbol from the
+name) and a test. A formula function takes (w, m, v, eps) -- m and v None
+for a variant that does not use moments -- and returns a new float32
+tensor of non-negative scores without modifying its inputs.
 
 `StatePruner` reads the moments of any optimizer whose `state[p]` holds
 "exp_avg" and "exp_avg_sq" (or that offers `moments(p)`, as AdamWPrune does),
@@ -26,43 +37,96 @@ explicit training-length settings (see `lib.pruning.budget`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from lib.pruning import native
 from lib.pruning.base import Pruner
 from lib.pruning.ratio import RatioPlan
 from lib.pruning.structure import StructureWeights, classify_model
 
 EPS = 1e-8
+BITTER7_EPS = ("inside", "outside")  # where bitter7 adds eps: inside the fourth root (default) or after it
+
+Formula = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None", float], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Variant:
-    formula: str
+    name: str
+    formula: str  # the formula as documented
+    score: Formula  # (w, m, v, eps) -> float32 scores, before the structural weight
     uses_moments: bool = True
     layer_adaptive: bool = False
-    structure_aware: bool = False
+    structure_aware: bool = False  # scores multiplied by the tensor's structural weight
     budget_percent: int = 0  # the training-budget extension the variant was defined with
 
 
-VARIANTS = {
-    "bitter0": Variant("|w| * |m| * |w| / (sqrt(v) + eps)"),
-    "bitter1": Variant("|w|", uses_moments=False),
-    "bitter2": Variant("|w|", uses_moments=False, budget_percent=21),
-    "bitter3": Variant("|w| * sqrt(|m| + eps)", budget_percent=30),
-    "bitter4": Variant("|w| * sqrt(|m| + eps)", layer_adaptive=True, budget_percent=30),
-    "bitter7": Variant("|w| * (|v| + eps) ** 0.25"),
-    "bitter8": Variant("s * |w| * sqrt(|m| + eps)", structure_aware=True),
-    "bitter9": Variant("s * |w| * (|v| ** 0.25 + eps)", structure_aware=True),
-}
+VARIANTS: dict[str, Variant] = {}
+
+
+def register_variant(name: str, formula: str, score: Formula, **flags) -> Variant:
+    """Add a state-pruning variant; `flags` are Variant's booleans and budget_percent. Its Kconfig bool is PRUNING_STATE_<NAME>."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"state-pruning variant name {name!r} must be lower-case letters, digits and _ (it names a Kconfig symbol)")
+    if name in VARIANTS:
+        raise ValueError(f"state-pruning variant {name!r} is already registered")
+    VARIANTS[name] = Variant(name, formula, score, **flags)
+    return VARIANTS[name]
+
+
+def _abs32(x: torch.Tensor) -> torch.Tensor:
+    """|x| as a new float32 tensor."""
+    x = x.detach()
+    return x.abs() if x.dtype == torch.float32 else x.float().abs_()
+
+
+# Each factor is computed in place on one new tensor; |w| * x as |w * x| (the same float for x >= 0);
+# x ** 0.25 as sqrt(sqrt(x)) (within an ulp of pow, several times faster on the CPU).
+def _magnitude(w, m, v, eps):
+    return _abs32(w)
+
+
+def _momentum_stability(w, m, v, eps):  # |m| * w * w: the same float as |m| * |w| * |w|
+    return _abs32(m).mul_(w).mul_(w).div_(v.detach().float().sqrt().add_(eps))
+
+
+def _momentum(w, m, v, eps):
+    return _abs32(m).add_(eps).sqrt_().mul_(w).abs_()
+
+
+def _variance_eps_inside(w, m, v, eps):
+    return _abs32(v).add_(eps).sqrt_().sqrt_().mul_(w).abs_()
+
+
+def _variance_eps_outside(w, m, v, eps):
+    return _abs32(v).sqrt_().sqrt_().add_(eps).mul_(w).abs_()
+
+
+register_variant("bitter0", "|w| * |m| * |w| / (sqrt(v) + eps)", _momentum_stability)
+register_variant("bitter1", "|w|", _magnitude, uses_moments=False)
+register_variant("bitter2", "|w|", _magnitude, uses_moments=False, budget_percent=21)
+register_variant("bitter3", "|w| * sqrt(|m| + eps)", _momentum, budget_percent=30)
+register_variant("bitter4", "|w| * sqrt(|m| + eps)", _momentum, layer_adaptive=True, budget_percent=30)
+register_variant("bitter7", "|w| * (|v| + eps) ** 0.25", _variance_eps_inside)
+register_variant("bitter8", "s * |w| * sqrt(|m| + eps)", _momentum, structure_aware=True)
+register_variant("bitter9", "s * |w| * (|v| ** 0.25 + eps)", _variance_eps_outside, structure_aware=True)
 
 
 def check_variant(variant: str) -> Variant:
     if variant not in VARIANTS:
         raise ValueError(f"unknown state-pruning variant {variant!r}; valid: {', '.join(VARIANTS)}")
     return VARIANTS[variant]
+
+
+def formula_of(variant: str, bitter7_eps: str = "inside") -> Formula:
+    """The score function of `variant`; bitter7's with eps inside or outside the fourth root."""
+    spec = check_variant(variant)
+    if bitter7_eps not in BITTER7_EPS:
+        raise ValueError(f"unknown bitter7 eps placement (bitter7_eps) {bitter7_eps!r}; valid: {', '.join(BITTER7_EPS)}")
+    return _variance_eps_outside if variant == "bitter7" and bitter7_eps == "outside" else spec.score
 
 
 def importance(
@@ -72,56 +136,17 @@ def importance(
     exp_avg_sq: torch.Tensor | None,
     structure_weight: float = 1.0,
     eps: float = EPS,
-    out: torch.Tensor | None = None,
+    bitter7_eps: str = "inside",
 ) -> torch.Tensor:
-    """Importance of every entry of `weight` under `variant` (float32; higher = keep).
-
-    Written into `out` (float32, the shape of `weight`) when given, else into
-    one new tensor; every other factor is computed in place: on the CPU fresh
-    memory costs page faults comparable to several passes over it (bitter7
-    on 85M weights: 138 ms against 246 ms with a second temporary). |w| * x
-    is computed as |w * x|, the same float for the x >= 0 every factor here is.
-
-    On the CPU, contiguous float32 inputs take one pass of the C kernels
-    (`native`, csrc/state_scores.c) through the same float32 operations in
-    the same order, where the torch operations make up to six passes and,
-    on a small model, cost more in overhead than in arithmetic (LeNet-5's
-    five layers after training steps: 0.18-0.22 against 0.25-0.33 ms, of
-    which the C itself takes about 15 us; GPT-2 stack bitter7 updates 229-264
-    against 318-321 ms). Each operation there is correctly rounded; torch's
-    CPU sqrt is not always, so the torch operations (other dtypes, strided
-    tensors, no C compiler) may differ in the last bit.
-    """
-    check_variant(variant)
-    if variant in ("bitter1", "bitter2"):
-        return abs_float(weight, out)
+    """Importance of every entry of `weight` under `variant`: a new float32 tensor, higher = keep."""
+    spec = check_variant(variant)
+    score = formula_of(variant, bitter7_eps)
+    if not spec.uses_moments:
+        return score(weight.detach(), None, None, eps)
     if exp_avg is None or exp_avg_sq is None:
-        raise ValueError(f"{variant} needs the optimizer's exp_avg and exp_avg_sq (formula {VARIANTS[variant].formula})")
-    w = weight.detach()
-    scale = structure_weight if VARIANTS[variant].structure_aware else 1.0
-    simple = w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous() and isinstance(scale, (int, float))
-    fast = native.kernels() if simple else None
-    if fast is not None:  # one pass in C of the operations below, each correctly rounded (csrc/state_scores.c)
-        target = torch.empty(w.shape, dtype=torch.float32) if out is None else out
-        if fast.state_scores(native.STATE_FORMS[variant], w, exp_avg.detach(), exp_avg_sq.detach(), scale, eps, target):
-            return target
-    if variant == "bitter0":  # |m| * w * w, the same float as |m| * |w| * |w|
-        return abs_float(exp_avg, out).mul_(w).mul_(w).div_(exp_avg_sq.detach().float().sqrt().add_(eps))
-    if variant in ("bitter3", "bitter4", "bitter8"):
-        score = abs_float(exp_avg, out).add_(eps).sqrt_().mul_(w).abs_()
-    elif variant == "bitter7":  # x ** 0.25 as sqrt(sqrt(x)): within an ulp of pow, three times faster on the CPU
-        score = abs_float(exp_avg_sq, out).add_(eps).sqrt_().sqrt_().mul_(w).abs_()
-    else:  # bitter9
-        score = abs_float(exp_avg_sq, out).sqrt_().sqrt_().add_(eps).mul_(w).abs_()
-    return score.mul_(structure_weight) if VARIANTS[variant].structure_aware else score
-
-
-def abs_float(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """|x| as float32, into `out` or a new tensor."""
-    x = x.detach()
-    if out is None:
-        return x.abs() if x.dtype == torch.float32 else x.float().abs_()
-    return torch.abs(x, out=out) if x.dtype == torch.float32 else out.copy_(x).abs_()
+        raise ValueError(f"{variant} needs the optimizer's exp_avg and exp_avg_sq (formula {spec.formula})")
+    out = score(weight.detach(), exp_avg.detach(), exp_avg_sq.detach(), eps)
+    return out.mul_(structure_weight) if spec.structure_aware else out
 
 
 @dataclass(frozen=True)
@@ -134,7 +159,6 @@ class StatePruner(Pruner):
     """Masks from `importance(variant, ...)` over the optimizer's moments."""
 
     name = "state"
-    nonnegative_scores = True  # |w| times non-negative factors, a new tensor each call
 
     def __init__(
         self,
@@ -147,10 +171,13 @@ class StatePruner(Pruner):
         variant: str = "bitter7",
         structure_weights: StructureWeights | None = None,
         ratio: RatioSettings | None = None,
+        bitter7_eps: str = "inside",
         **kwargs,
     ):
         self.variant = variant
         spec = check_variant(variant)
+        formula_of(variant, bitter7_eps)  # refuses an unknown placement now
+        self.bitter7_eps = bitter7_eps
         if spec.uses_moments and optimizer is None:
             raise ValueError(f"state pruning ({variant}) needs the optimizer whose moments it reads")
         if spec.layer_adaptive and ratio is not None:
@@ -182,19 +209,9 @@ class StatePruner(Pruner):
         return state["exp_avg"], state["exp_avg_sq"]
 
     def score(self, index):
-        return self._importance(index)
-
-    def score_into(self, index, out):
         p = self.params[index][1]
-        return self._importance(index, out.view(p.shape)).view(-1)
-
-    def _importance(self, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        p = self.params[index][1]
-        if VARIANTS[self.variant].uses_moments:
-            m, v = self.moments(p)
-        else:
-            m = v = None
-        return importance(self.variant, p, m, v, self.weights[index], out=out)
+        m, v = self.moments(p) if VARIANTS[self.variant].uses_moments else (None, None)
+        return importance(self.variant, p, m, v, self.weights[index], bitter7_eps=self.bitter7_eps)
 
     def allocation(self, sparsity):
         if self.ratio_plan is not None:
@@ -211,6 +228,8 @@ class StatePruner(Pruner):
     def summary(self) -> dict:
         out = super().summary()
         out["variant"] = self.variant
+        if self.variant == "bitter7":
+            out["bitter7_eps"] = self.bitter7_eps
         if self.ratio_plan is not None:
             out["ratio"] = {
                 "target_ratio": self.ratio_plan.ratio,
