@@ -10,10 +10,10 @@ at underscores, at letter/digit boundaries and before a capital that follows
 a lower-case letter ("self_attn" -> self, attn; "fc1" -> fc, 1;
 "selfAttn" -> self, attn), and a key matches when its own tokens appear
 consecutively in one component ("k_proj" in "self_attn.k_proj"; the last
-one may carry a plural "s": "attentions"). So
-"attn.c_proj" is attention and "mlp.c_proj" is MLP, while "monkey",
-"keyboard" or "donkey_proj" (which contain "key") and "recipe" or
-"across" (which contain "recip" and "cross") are not.
+one may carry a plural "s": "attentions"). So "attn.c_proj" is attention and
+"mlp.c_proj" is MLP, while "monkey", "keyboard" or "donkey_proj" (which
+contain "key") and "recipe" or "across" (which contain "recip" and "cross")
+match nothing.
 
 `StructureWeights` holds the per-role multipliers used by the structure-aware
 state variants (attention 2.5, MLP 1.0, coupling 3.0, other 1.0 by default).
