@@ -1,165 +1,147 @@
-"""Kconfig -> typed configuration, and the symbol -> train.py flag table.
+"""Kconfig -> typed configuration, and the naming rule that carries it to trainers.
 
 `.config` is only ever read through kconfiglib (no hand-written parser).
 `load()` turns it into a plain dict, one key per symbol, with Python types:
-bool for bool/tristate, int for int/hex, float for the string symbols the
-flag table declares as floats, str for the rest; a symbol whose dependencies
-are not met is `None`.
+bool for bool/tristate, int for int/hex, str for string, and float for a
+*real*: a `string` setting whose Kconfig defaults are all numbers (Kconfig
+has no float type). A symbol whose dependencies are not met is `None`.
 
-The flag table says how a symbol reaches a trainer: `Flag` copies a value to a
-command-line flag (a `bool` Flag is a bare switch, passed only when set),
-`Choice` turns the selected member of a Kconfig choice into one flag value. Symbols that shape the matrix itself (models, optimizers,
-methods, sparsities, seeds) are consumed by `lib.matrix` instead.
+The naming rule: every prompted symbol that `lib.matrix` does not consume is
+a setting, and reaches a trainer as the flag its name spells.
+
+    DATA_DIR="x"                  --data-dir x           (lower case, "_" -> "-")
+    COMPILE=y                     --compile              (a bool is a switch: the bare flag when y)
+    LENET5_EPOCHS=12              --epochs 12            (a model's prefix: that model's trainer only)
+    choice PRUNING_SCHEDULE,
+      PRUNING_SCHEDULE_CUBIC=y    --pruning-schedule cubic   (a named choice; members <CHOICE>_<VALUE>)
+
+`CHOICE_VALUES` and `CHECKBOX_GROUPS` list where the rule does not hold. `settings()` derives the
+table from the Kconfig tree; `trainer_argv()` applies it to a typed config.
+Which flags exist, with which types and defaults, is the trainers' business
+(their argparse parsers); the tests parse every flag the rule produces.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import kconfiglib
 
+from lib.tracking import spec as tracking_spec
+
 KCONFIG = "Kconfig"
 
+# The naming rule's exceptions, each with its reason.
+# lib.optim.schedules names this schedule with an underscore, and run records carry the name.
+CHOICE_VALUES = {"LR_SCHEDULE_WARMUP_COSINE": "warmup_cosine"}
+# Several trackers at once: the checked boxes join into one comma-separated flag value.
+CHECKBOX_GROUPS = {"--tracker": {symbol: name for name, symbol in tracking_spec.SYMBOLS.items()}}
 
 class ConfigError(Exception):
     """A problem with the configuration that the person has to fix."""
 
 
 @dataclass(frozen=True)
-class Flag:
-    symbol: str
+class Setting:
+    """One trainer flag and the symbol(s) that set it.
+
+    kind "value": `symbols` is one int or string symbol, passed as `flag VALUE`;
+    "switch": one bool, the bare flag when y; "choice": a choice's members, or
+    "group": checkboxes, with `values` the flag value of each member.
+    """
+
     flag: str
-    type: type = str
-    model: str | None = None  # only passed to this model's trainer
+    kind: str
+    symbols: tuple[str, ...]
+    values: tuple[str, ...] = ()
+    model: str | None = None  # only this model's trainer gets the flag
+
+    def argv(self, config: dict) -> list[str]:
+        if self.kind == "switch":
+            return [self.flag] if config.get(self.symbols[0]) else []
+        if self.kind == "value":
+            value = config.get(self.symbols[0])
+            return [] if value is None else [self.flag, str(value)]
+        picked = [v for s, v in zip(self.symbols, self.values) if config.get(s)]
+        if not picked:  # a choice whose dependencies are unmet, or no box checked: the trainer's default
+            return []
+        return [self.flag, ",".join(picked) if self.kind == "group" else picked[0]]
 
 
-@dataclass(frozen=True)
-class Choice:
-    flag: str
-    options: dict = field(default_factory=dict)  # symbol -> flag value
-    model: str | None = None
-    join: str | None = None  # checkboxes, not a choice: every picked value, joined by this
+def _dashed(name: str) -> str:
+    return name.lower().replace("_", "-")
 
 
-FLAGS: list[Flag | Choice] = [
-    Choice("--device", {"DEVICE_AUTO": "auto", "DEVICE_CPU": "cpu", "DEVICE_CUDA": "cuda"}),
-    Flag("DATA_DIR", "--data-dir"),
-    Flag("SGD_MOMENTUM", "--momentum", float),
-    Flag("WEIGHT_DECAY", "--weight-decay", float),
-    # optimizer family and learning-rate schedule (lib/Kconfig.optimizers)
-    Flag("SGD_NESTEROV", "--nesterov", bool),
-    Choice("--optimizer-kernels", {"OPTIMIZER_KERNELS_FUSED": "fused", "OPTIMIZER_KERNELS_TORCH": "torch"}),
-    Flag("ADAM_BETA1", "--beta1", float),
-    Flag("ADAM_BETA2", "--beta2", float),
-    Flag("ADAM_EPS", "--eps", float),
-    Choice("--adamwprune-base", {"ADAMWPRUNE_BASE_ADAM": "adam", "ADAMWPRUNE_BASE_ADAMW": "adamw", "ADAMWPRUNE_BASE_ADAMWADV": "adamwadv", "ADAMWPRUNE_BASE_ADAMWSPAM": "adamwspam"}),
-    Flag("ADAMWADV_CLIP_NORM", "--adamwadv-clip-norm", float),
-    Choice("--adamwadv-schedule", {"ADAMWADV_SCHEDULE_COSINE": "cosine", "ADAMWADV_SCHEDULE_SHARED": "shared"}),
-    Flag("ADAMWSPAM_THETA", "--spam-theta", float),
-    Flag("ADAMWSPAM_INTERVAL", "--spam-interval", int),
-    Flag("ADAMWSPAM_WARMUP", "--spam-warmup", int),
-    Flag("ADAMWSPAM_CLIP_DELAY", "--spam-clip-delay", int),
-    Choice("--lr-schedule", {"LR_SCHEDULE_CONSTANT": "constant", "LR_SCHEDULE_STEP": "step", "LR_SCHEDULE_COSINE": "cosine", "LR_SCHEDULE_WARMUP_COSINE": "warmup_cosine"}),
-    Flag("LR_MIN", "--lr-min", float),
-    Flag("LR_WARMUP_PERCENT", "--lr-warmup", int),
-    Flag("LR_STEP_PERCENT", "--lr-step-every", int),
-    Flag("LR_STEP_GAMMA", "--lr-step-gamma", float),
-    Choice("--pruning-schedule", {"PRUNING_SCHEDULE_CUBIC": "cubic", "PRUNING_SCHEDULE_LINEAR": "linear"}),
-    Flag("PRUNING_WARMUP_PERCENT", "--pruning-warmup", int),
-    Flag("PRUNING_RAMP_END_PERCENT", "--pruning-ramp-end", int),
-    Flag("PRUNING_FREQUENCY", "--pruning-frequency", int),
-    # pruning family (lib/Kconfig.pruning); variants and budget extensions go through lib.matrix
-    Choice("--pruning-unit", {"PRUNING_UNIT_STEP": "step", "PRUNING_UNIT_EPOCH": "epoch"}),
-    Choice("--pruning-scope", {"PRUNING_SCOPE_GLOBAL": "global", "PRUNING_SCOPE_LAYER": "layer"}),
-    Choice("--pruning-remask", {"PRUNING_REMASK_STEP": "step", "PRUNING_REMASK_UPDATE": "update"}),
-    Flag("PRUNING_INCLUDE_EMBEDDINGS", "--prune-embeddings", bool),
-    Flag("PRUNING_INCLUDE_NORMS", "--prune-norms", bool),
-    Flag("PRUNING_INCLUDE_BIASES", "--prune-biases", bool),
-    Flag("PRUNING_LAYER_ADAPTIVE_KEEP_LEVELS", "--no-layer-adaptive-rescale", bool),
-    Flag("PRUNING_STRUCTURE_WEIGHT_ATTENTION", "--structure-weight-attention", float),
-    Flag("PRUNING_STRUCTURE_WEIGHT_MLP", "--structure-weight-mlp", float),
-    Flag("PRUNING_STRUCTURE_WEIGHT_COUPLING", "--structure-weight-coupling", float),
-    Flag("PRUNING_RATIO_PRESERVE", "--ratio-preserve", bool),
-    Flag("PRUNING_RATIO", "--ratio", float),
-    Flag("PRUNING_RATIO_TOLERANCE", "--ratio-tolerance", float),
-    # memory monitor and experiment trackers (lib/Kconfig.monitor, lib/Kconfig.tracking)
-    Choice("--monitor", {"MONITOR_AUTO": "auto", "MONITOR_NVIDIA": "nvidia", "MONITOR_AMD": "amd", "MONITOR_CPU": "cpu", "MONITOR_OFF": "off"}),
-    Flag("MONITOR_INTERVAL", "--monitor-interval", float),
-    Choice("--tracker", {"TRACKER_TRACKIO": "trackio", "TRACKER_WANDB": "wandb"}, join=","),
-    Flag("TRACKER_DIR", "--tracking-dir"),
-    # LeNet-5
-    Choice("--dataset", {"LENET5_DATASET_DIGITS": "digits", "LENET5_DATASET_MNIST": "mnist"}, model="lenet5"),
-    Flag("LENET5_EPOCHS", "--epochs", int, model="lenet5"),
-    Flag("LENET5_BATCH_SIZE", "--batch-size", int, model="lenet5"),
-    Flag("LENET5_LEARNING_RATE", "--lr", float, model="lenet5"),
-    # ResNet-18
-    Choice("--dataset", {"RESNET18_DATASET_CIFAR10": "cifar10", "RESNET18_DATASET_CIFAR100": "cifar100", "RESNET18_DATASET_DIGITS": "digits"}, model="resnet18"),
-    Flag("RESNET18_EPOCHS", "--epochs", int, model="resnet18"),
-    Flag("RESNET18_BATCH_SIZE", "--batch-size", int, model="resnet18"),
-    Flag("RESNET18_LEARNING_RATE", "--lr", float, model="resnet18"),
-    Flag("RESNET18_WORKERS", "--workers", int, model="resnet18"),
-    Flag("RESNET18_IMAGE_SIZE", "--image-size", int, model="resnet18"),
-    Flag("RESNET18_TRAIN_SAMPLES", "--train-samples", int, model="resnet18"),
-    Choice("--amp", {"RESNET18_AMP_OFF": "off", "RESNET18_AMP_BF16": "bf16", "RESNET18_AMP_FP16": "fp16"}, model="resnet18"),
-    Flag("RESNET18_COMPILE", "--compile", bool, model="resnet18"),
-    # ResNet-50
-    Choice("--dataset", {"RESNET50_DATASET_CIFAR100": "cifar100", "RESNET50_DATASET_IMAGEFOLDER": "imagefolder", "RESNET50_DATASET_DIGITS": "digits"}, model="resnet50"),
-    Flag("RESNET50_IMAGE_FOLDER", "--image-folder", model="resnet50"),
-    Flag("RESNET50_EPOCHS", "--epochs", int, model="resnet50"),
-    Flag("RESNET50_BATCH_SIZE", "--batch-size", int, model="resnet50"),
-    Flag("RESNET50_LEARNING_RATE", "--lr", float, model="resnet50"),
-    Flag("RESNET50_WORKERS", "--workers", int, model="resnet50"),
-    Flag("RESNET50_IMAGE_SIZE", "--image-size", int, model="resnet50"),
-    Flag("RESNET50_TRAIN_SAMPLES", "--train-samples", int, model="resnet50"),
-    Choice("--amp", {"RESNET50_AMP_OFF": "off", "RESNET50_AMP_BF16": "bf16", "RESNET50_AMP_FP16": "fp16"}, model="resnet50"),
-    Flag("RESNET50_COMPILE", "--compile", bool, model="resnet50"),
-    # GPT-2 (gpt2/Kconfig); GPT2_DDP_PROCS is read by lib.matrix.argv
-    Choice("--model-size", {"GPT2_MODEL_TINY": "tiny", "GPT2_MODEL_124M": "gpt2", "GPT2_MODEL_MEDIUM": "gpt2-medium", "GPT2_MODEL_LARGE": "gpt2-large", "GPT2_MODEL_XL": "gpt2-xl"}, model="gpt2"),
-    Choice("--dataset", {"GPT2_DATASET_PYDOC": "pydoc", "GPT2_DATASET_SHAKESPEARE": "shakespeare", "GPT2_DATASET_FINEWEBEDU": "finewebedu", "GPT2_DATASET_OPENWEBTEXT": "openwebtext", "GPT2_DATASET_FILE": "file"}, model="gpt2"),
-    Flag("GPT2_TEXT_FILE", "--text-file", model="gpt2"),
-    Flag("GPT2_BLOCK_SIZE", "--block-size", int, model="gpt2"),
-    Flag("GPT2_BATCH_SIZE", "--batch-size", int, model="gpt2"),
-    Flag("GPT2_GRAD_ACCUM", "--grad-accum", int, model="gpt2"),
-    Flag("GPT2_MAX_ITERS", "--max-iters", int, model="gpt2"),
-    Flag("GPT2_EVAL_INTERVAL", "--eval-interval", int, model="gpt2"),
-    Flag("GPT2_EVAL_ITERS", "--eval-iters", int, model="gpt2"),
-    Flag("GPT2_LEARNING_RATE", "--lr", float, model="gpt2"),
-    Flag("GPT2_GRAD_CLIP", "--grad-clip", float, model="gpt2"),
-    Flag("GPT2_DROPOUT", "--dropout", float, model="gpt2"),
-    Flag("GPT2_MAX_MINUTES", "--max-minutes", int, model="gpt2"),
-    Choice("--amp", {"GPT2_AMP_OFF": "off", "GPT2_AMP_BF16": "bf16", "GPT2_AMP_FP16": "fp16"}, model="gpt2"),
-    Flag("GPT2_COMPILE", "--compile", bool, model="gpt2"),
-    Flag("GPT2_PRUNE_TIED_HEAD", "--prune-tied-head", bool, model="gpt2"),
-]
-
-FLOAT_SYMBOLS = {f.symbol for f in FLAGS if isinstance(f, Flag) and f.type is float}
+def flag_of(symbol: str, models) -> tuple[str, str | None]:
+    """(flag, model or None) that a setting's name spells."""
+    for model in models:
+        prefix = f"{model.upper()}_"
+        if symbol.startswith(prefix):
+            return "--" + _dashed(symbol[len(prefix):]), model
+    return "--" + _dashed(symbol), None
 
 
-def flag_symbols() -> set[str]:
-    """Every symbol the flag table reads."""
-    out = set()
-    for f in FLAGS:
-        out |= {f.symbol} if isinstance(f, Flag) else set(f.options)
-    return out
+def _choice(choice: kconfiglib.Choice, models) -> Setting:
+    where = f"{choice.nodes[0].filename}:{choice.nodes[0].linenr}"
+    if not choice.name:
+        raise ConfigError(f"{where}: a choice needs a name ('choice <NAME>') to map to a trainer flag")
+    flag, model = flag_of(choice.name, models)
+    values = []
+    for sym in choice.syms:
+        if sym.name in CHOICE_VALUES:
+            values.append(CHOICE_VALUES[sym.name])
+        elif sym.name.startswith(choice.name + "_"):
+            values.append(_dashed(sym.name[len(choice.name) + 1:]))
+        else:
+            raise ConfigError(f"{where}: member {sym.name} of choice {choice.name} must be named {choice.name}_<VALUE>")
+    return Setting(flag, "choice", tuple(s.name for s in choice.syms), tuple(values), model)
 
 
-def trainer_argv(config: dict, model: str) -> list[str]:
-    """The flags that carry `config` to `model`'s trainer, in table order."""
+@functools.lru_cache(maxsize=None)
+def _settings(kconfig_file: str) -> tuple[Setting, ...]:
+    from lib import matrix  # matrix imports this module
+
+    kconf = kconfig(kconfig_file)
+    models = tuple(matrix.MODELS.values())
+    consumed = matrix.matrix_symbols()
+    grouped = {s for members in CHECKBOX_GROUPS.values() for s in members}
+    out: list[Setting] = []
+    for node in kconf.node_iter():
+        item = node.item
+        if isinstance(item, kconfiglib.Choice) and node is item.nodes[0]:
+            out.append(_choice(item, models))
+        elif (
+            isinstance(item, kconfiglib.Symbol) and node.prompt and node is item.nodes[0]
+            and item.choice is None and item.name not in consumed and item.name not in grouped
+        ):
+            flag, model = flag_of(item.name, models)
+            kind = "switch" if item.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE) else "value"
+            out.append(Setting(flag, kind, (item.name,), model=model))
+    for flag, members in CHECKBOX_GROUPS.items():
+        out.append(Setting(flag, "group", tuple(members), tuple(members.values())))
+    return tuple(out)
+
+
+def settings(kconfig_file: str | os.PathLike = KCONFIG) -> tuple[Setting, ...]:
+    """Every setting of the Kconfig tree, in menu order, by the naming rule."""
+    return _settings(str(Path(kconfig_file).resolve()))
+
+
+def flag_symbols(kconfig_file: str | os.PathLike = KCONFIG) -> set[str]:
+    """Every symbol that reaches a trainer as a flag."""
+    return {s for setting in settings(kconfig_file) for s in setting.symbols}
+
+
+def trainer_argv(config: dict, model: str, kconfig_file: str | os.PathLike = KCONFIG) -> list[str]:
+    """The flags that carry `config` to `model`'s trainer, in menu order."""
     argv: list[str] = []
-    for f in FLAGS:
-        if f.model not in (None, model):
-            continue
-        if isinstance(f, Choice):
-            picked = [v for s, v in f.options.items() if config.get(s)]
-            if picked:
-                argv += [f.flag, f.join.join(picked) if f.join else picked[0]]
-        elif f.type is bool:  # a switch: the bare flag when y, nothing when n
-            argv += [f.flag] if config.get(f.symbol) else []
-        elif config.get(f.symbol) is not None:
-            argv += [f.flag, str(config[f.symbol])]
+    for setting in settings(kconfig_file):
+        if setting.model in (None, model):
+            argv += setting.argv(config)
     return argv
 
 
@@ -184,6 +166,26 @@ def load_strict(kconf: kconfiglib.Kconfig, config_file: str | os.PathLike) -> No
         raise ConfigError(f"{config_file}: {first}")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_real(sym: kconfiglib.Symbol) -> bool:
+    """A string setting whose defaults are all numbers: its value is a float."""
+    from lib import matrix  # matrix imports this module
+
+    return (
+        sym.orig_type == kconfiglib.STRING
+        and sym.name not in matrix.RUNNER_SYMBOLS
+        and bool(sym.defaults)
+        and all(_is_number(value.str_value) for value, _ in sym.defaults)
+    )
+
+
 def values(kconf: kconfiglib.Kconfig) -> dict:
     """One typed value per defined symbol (None when its dependencies are unmet)."""
     out = {}
@@ -197,11 +199,10 @@ def values(kconf: kconfiglib.Kconfig) -> dict:
             out[name] = int(raw)
         elif sym.orig_type == kconfiglib.HEX:
             out[name] = int(raw, 16)
-        elif name in FLOAT_SYMBOLS:
-            try:
-                out[name] = float(raw)
-            except ValueError:
-                raise ConfigError(f"CONFIG_{name}={raw!r} is not a number") from None
+        elif is_real(sym):
+            if not _is_number(raw):
+                raise ConfigError(f"CONFIG_{name}={raw!r} is not a number")
+            out[name] = float(raw)
         else:
             out[name] = raw
     return out

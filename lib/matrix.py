@@ -2,13 +2,17 @@
 
 `expand(config)` turns a typed configuration (see `lib.config`) into the
 ordered list of runs: model x optimizer x pruning method x variant (state
-pruning's bitter* only) x sparsity x seed, keeping only valid combinations. `run_id(spec)` names a run. `argv(spec,
-config)` is the command that runs it. Run, continue, status, dry-run and the
-graphs all go through these three functions.
+pruning's bitter* only) x sparsity x seed, keeping only valid combinations.
+`run_id(spec)` names a run. `argv(spec, config)` is the command that runs
+it: the settings by `lib.config`'s naming rule, then the run's own axes.
+Run, continue, status, dry-run and the graphs all go through these three
+functions. `matrix_symbols()` are the symbols consumed here rather than
+passed to trainers.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import asdict, dataclass
 
@@ -27,24 +31,35 @@ OPTIMIZERS = {
 # AdamWPrune runs only with these pruning methods; its other pairs are skipped.
 ADAMWPRUNE_PRUNING = ("none", "state")
 PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude", "PRUNING_MOVEMENT": "movement", "PRUNING_STATE": "state"}
-SPARSITIES = {f"SPARSITY_{p}": p / 100 for p in (50, 70, 90, 95, 99)}
-# State-pruning variants: state runs expand over the checked ones (and only state runs have one).
-VARIANTS = {f"PRUNING_STATE_{v.upper()}": v for v in ("bitter0", "bitter1", "bitter2", "bitter3", "bitter4", "bitter7", "bitter8", "bitter9")}
-# Training-budget extension (%) of a variant's runs, passed as --budget-extension.
-VARIANT_BUDGETS = {
-    "bitter2": "PRUNING_BITTER2_BUDGET_PERCENT",
-    "bitter3": "PRUNING_BITTER3_BUDGET_PERCENT",
-    "bitter4": "PRUNING_BITTER4_BUDGET_PERCENT",
-}
-# Symbols the runner itself reads (not passed to trainers as flags).
-RUNNER_SYMBOLS = {"SEEDS", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS"} | set(VARIANT_BUDGETS.values())
-# Processes per run of a model that trains one run over several (DDP through torchrun).
-DDP_PROCS = {"gpt2": "GPT2_DDP_PROCS", "resnet18": "RESNET18_DDP_PROCS", "resnet50": "RESNET50_DDP_PROCS"}
-RUNNER_SYMBOLS |= set(DDP_PROCS.values())
+# Symbols the runner itself reads (not passed to trainers as flags). DDP_PROCS: processes per run
+# (DDP through torchrun), for every model of the matrix.
+RUNNER_SYMBOLS = {"SEEDS", "SPARSITIES", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS", "DDP_PROCS"}
+
+
+@functools.cache
+def variants() -> dict[str, str]:
+    """State-pruning variants: Kconfig symbol PRUNING_STATE_<NAME> -> name, one per `state.VARIANTS` entry.
+
+    State runs expand over the checked ones (and only state runs have one). Imported on first
+    use: the pruning package brings torch with it.
+    """
+    from lib.pruning.state import VARIANTS
+
+    return {f"PRUNING_STATE_{name.upper()}": name for name in VARIANTS}
+
+
+def budget_symbol(variant: str) -> str:
+    """The symbol of a variant's training-budget extension (%), passed as --budget-extension when set."""
+    return f"PRUNING_{variant.upper()}_BUDGET_PERCENT"
 
 
 def axis_symbols() -> set[str]:
-    return set(MODELS) | set(OPTIMIZERS) | set(PRUNING) | set(SPARSITIES) | set(VARIANTS)
+    return set(MODELS) | set(OPTIMIZERS) | set(PRUNING) | set(variants())
+
+
+def matrix_symbols() -> set[str]:
+    """Every symbol the matrix consumes itself: axes, runner settings, budget extensions."""
+    return axis_symbols() | RUNNER_SYMBOLS | {budget_symbol(v) for v in variants().values()}
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,29 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_sparsities(text: str | None) -> list[float]:
+    """The sparsity levels of CONFIG_SPARSITIES: fractions in (0, 1), each with its own run-id percent."""
+    levels, names = [], {}
+    for word in str(text or "").replace(",", " ").split():
+        try:
+            level = float(word)
+        except ValueError:
+            raise cfg.ConfigError(f"CONFIG_SPARSITIES={text!r}: {word!r} is not a number; write fractions, e.g. \"0.5 0.7\"") from None
+        if not 0 < level < 1:
+            hint = f" (for {word} %, write {level / 100:g})" if 1 <= level < 100 else ""
+            raise cfg.ConfigError(f"CONFIG_SPARSITIES={text!r}: {word} is not a fraction in (0, 1){hint}")
+        percent = round(level * 100)
+        if not 1 <= percent <= 99:
+            raise cfg.ConfigError(f"CONFIG_SPARSITIES={text!r}: {word} would be named {percent} % in run ids; use 0.005 to 0.994")
+        if percent in names:
+            raise cfg.ConfigError(
+                f"CONFIG_SPARSITIES={text!r}: {names[percent]} and {word} are both named {percent} in run ids; keep one"
+            )
+        names[percent] = word
+        levels.append(level)
+    return levels
+
+
 def _picked(config: dict, table: dict) -> list:
     return [value for symbol, value in table.items() if config.get(symbol)]
 
@@ -95,17 +133,17 @@ def expand(config: dict) -> list[RunSpec]:
     models = _picked(config, MODELS)
     optimizers = _picked(config, OPTIMIZERS)
     methods = _picked(config, PRUNING)
-    sparsities = _picked(config, SPARSITIES)
+    sparsities = parse_sparsities(config.get("SPARSITIES"))
     seeds = parse_seeds(config.get("SEEDS", "1"))
     for what, got in (("model", models), ("optimizer", optimizers), ("pruning method", methods)):
         if not got:
             raise cfg.ConfigError(f"the configuration selects no {what}: pick at least one in 'make menuconfig'")
     if any(m != "none" for m in methods) and not sparsities:
-        raise cfg.ConfigError("a pruning method is selected but no sparsity level (CONFIG_SPARSITY_*)")
-    variants = _picked(config, VARIANTS)
-    if "state" in methods and not variants:
+        raise cfg.ConfigError("a pruning method is selected but no sparsity level: set CONFIG_SPARSITIES, e.g. \"0.5 0.7\"")
+    picked_variants = _picked(config, variants()) if "state" in methods else []
+    if "state" in methods and not picked_variants:
         raise cfg.ConfigError(
-            f"state pruning is selected but no variant: check at least one of {', '.join(f'CONFIG_{s}' for s in VARIANTS)}"
+            f"state pruning is selected but no variant: check at least one of {', '.join(f'CONFIG_{s}' for s in variants())}"
         )
     runs = []
     for model in models:
@@ -115,7 +153,7 @@ def expand(config: dict) -> list[RunSpec]:
                     continue
                 if method == "state" and opt != "adamwprune":
                     continue  # state pruning reads AdamWPrune's moments
-                for variant in (variants if method == "state" else [None]):
+                for variant in (picked_variants if method == "state" else [None]):
                     for sparsity in ([None] if method == "none" else sparsities):
                         for seed in seeds:
                             runs.append(RunSpec(model, opt, method, sparsity, seed, variant, multi_seed=len(seeds) > 1))
@@ -135,13 +173,13 @@ def argv(spec: RunSpec, config: dict, output_dir: str, overrides: dict | None = 
         args += ["--target-sparsity", str(spec.sparsity)]
     if spec.variant:
         args += ["--pruning-variant", spec.variant]
-        if config.get(VARIANT_BUDGETS.get(spec.variant, "")):
-            args += ["--budget-extension", str(config[VARIANT_BUDGETS[spec.variant]])]
+        if config.get(budget_symbol(spec.variant)):
+            args += ["--budget-extension", str(config[budget_symbol(spec.variant)])]
     for flag, value in (overrides or {}).items():  # e.g. make EPOCHS=N; models without the flag keep theirs
         if flag in args:
             args[args.index(flag) + 1] = str(value)
     args += ["--output-dir", output_dir]
-    procs = processes(spec, config)
+    procs = processes(config)
     if procs > 1:
         # "--" ends torchrun's own options: without it, its argparse rejects trainer flags that
         # abbreviate two of its options (--monitor: --monitor-interval, --monitor_interval).
@@ -150,9 +188,9 @@ def argv(spec: RunSpec, config: dict, output_dir: str, overrides: dict | None = 
     return [sys.executable, "-m", f"{spec.model}.train", *args]
 
 
-def processes(spec: RunSpec, config: dict) -> int:
-    """How many processes one run of `spec` uses: its model's DDP setting; 0 means one per visible GPU."""
-    wanted = config.get(DDP_PROCS.get(spec.model, ""))
+def processes(config: dict) -> int:
+    """How many processes one run uses: CONFIG_DDP_PROCS (every model); 0 means one per visible GPU."""
+    wanted = config.get("DDP_PROCS")
     if wanted is None:
         return 1
     if wanted == 0:

@@ -57,7 +57,7 @@ def test_unknown_name_lists_close_names(capsys):
         ("CONFIG_MODEL_LENET5=y\nCONFIG_BOGUS_SYMBOL=y\n", "BOGUS_SYMBOL"),
         ("CONFIG_MODEL_LENET5=y\nCONFIG_LENET5_EPOCHS=0\n", "LENET5_EPOCHS"),  # outside its range
         ("CONFIG_MODEL_LENET5=y\nCONFIG_LENET5_BATCH_SIZE=big\n", "LENET5_BATCH_SIZE"),
-        ("CONFIG_MODEL_LENET5=y\nCONFIG_SPARSITY_50=y\n", "SPARSITY_50"),  # needs a pruning method
+        ("CONFIG_MODEL_LENET5=y\nCONFIG_SPARSITIES=\"0.5\"\n", "SPARSITIES"),  # needs a pruning method
     ],
 )
 def test_bad_defconfig_names_the_symbol_and_writes_nothing(body, symbol, tmp_path, monkeypatch, capsys):

@@ -79,17 +79,16 @@ def test_what_the_defconfigs_say(monkeypatch):
 def test_zero_processes_means_one_per_visible_gpu(monkeypatch):
     import torch
 
-    spec = matrix.RunSpec("gpt2", "adamw", "none", None, 1)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
-    assert matrix.processes(spec, {"GPT2_DDP_PROCS": 0}) == 3
+    assert matrix.processes({"DDP_PROCS": 0}) == 3
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    assert matrix.processes(spec, {"GPT2_DDP_PROCS": 0}) == 1
-    assert matrix.processes(spec, {"GPT2_DDP_PROCS": 2}) == 2
-    assert matrix.processes(matrix.RunSpec("lenet5", "sgd", "none", None, 1), {"GPT2_DDP_PROCS": 2}) == 1
+    assert matrix.processes({"DDP_PROCS": 0}) == 1
+    assert matrix.processes({"DDP_PROCS": 2}) == 2
+    assert matrix.processes({}) == 1
 
 
 def test_kconfig_symbols_of_the_gpt2_menu_reach_the_trainer():
     kconf = kconfiglib.Kconfig(str(REPO / "Kconfig"), warn_to_stderr=False)
     prompted = {s.name for s in kconf.unique_defined_syms if s.name.startswith("GPT2_") and any(n.prompt for n in s.nodes)}
-    consumed = config.flag_symbols() | matrix.RUNNER_SYMBOLS
-    assert prompted and prompted <= consumed
+    gpt2_flags = {s for setting in config.settings(REPO / "Kconfig") if setting.model == "gpt2" for s in setting.symbols}
+    assert prompted and prompted == gpt2_flags

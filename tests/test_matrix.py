@@ -28,8 +28,7 @@ CONFIG_OPTIMIZER_SGD=y
 CONFIG_OPTIMIZER_ADAMW=y
 CONFIG_PRUNING_NONE=y
 CONFIG_PRUNING_MAGNITUDE=y
-CONFIG_SPARSITY_50=y
-CONFIG_SPARSITY_90=y
+CONFIG_SPARSITIES="0.5 0.9"
 """
 
 
@@ -70,13 +69,42 @@ def test_dense_runs_have_no_sparsity_axis(tmp_path):
         ("CONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_NONE=y\n", "no model"),
         ("CONFIG_MODEL_LENET5=y\nCONFIG_PRUNING_NONE=y\n", "no optimizer"),
         ("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\n", "no pruning method"),
-        ("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_MAGNITUDE=y\n", "no sparsity"),
+        ("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_MAGNITUDE=y\n", "no sparsity level: set CONFIG_SPARSITIES"),
         (QUICK + 'CONFIG_SEEDS="1 x"\n', "SEEDS"),
+        (QUICK.replace('"0.5 0.9"', '"50 70"'), "50 is not a fraction in \\(0, 1\\) \\(for 50 %, write 0.5\\)"),
+        (QUICK.replace('"0.5 0.9"', '"0.5 1"'), "1 is not a fraction in \\(0, 1\\)"),
+        (QUICK.replace('"0.5 0.9"', '"0.5 half"'), "'half' is not a number"),
+        (QUICK.replace('"0.5 0.9"', '"0.5 0.501"'), "0.5 and 0.501 are both named 50 in run ids"),
+        (QUICK.replace('"0.5 0.9"', '"0.999"'), "0.999 would be named 100 % in run ids"),
     ],
 )
 def test_empty_or_bad_axes_are_errors(tmp_path, text, message):
     with pytest.raises(config.ConfigError, match=message):
         matrix.expand(values_of(text, tmp_path))
+
+
+def test_sparsity_levels_are_a_list_in_the_given_order(tmp_path):
+    specs = matrix.expand(values_of(QUICK.replace('"0.5 0.9"', '"0.9, 0.333 0.05"'), tmp_path))
+    assert [matrix.run_id(s) for s in specs if s.optimizer == "sgd"] == [
+        "lenet5_sgd_none", "lenet5_sgd_magnitude_90", "lenet5_sgd_magnitude_33", "lenet5_sgd_magnitude_5",
+    ]
+    argv = matrix.argv(specs[2], values_of(QUICK, tmp_path), "out/x")
+    assert argv[argv.index("--target-sparsity") + 1] == "0.333"
+
+
+def test_variants_come_from_the_state_registry():
+    from lib.pruning import state
+
+    assert matrix.variants() == {f"PRUNING_STATE_{name.upper()}": name for name in state.VARIANTS}
+    assert matrix.budget_symbol("bitter2") == "PRUNING_BITTER2_BUDGET_PERCENT"
+
+
+def test_every_state_variant_has_its_kconfig_checkbox_and_budget_symbols_name_variants():
+    kconf = config.kconfig()
+    defined = {s.name for s in kconf.unique_defined_syms}
+    assert set(matrix.variants()) <= defined
+    budgets = {s for s in defined if s.endswith("_BUDGET_PERCENT")}
+    assert budgets and budgets <= {matrix.budget_symbol(v) for v in matrix.variants().values()}
 
 
 def test_epochs_override_replaces_the_configured_value(tmp_path):

@@ -105,7 +105,7 @@ def test_the_schedule_symbols_mean_the_same_for_lenet5_and_gpt2(tmp_path):
     factors = {}
     for spec in matrix.expand(values):
         args = trainers[spec.model].parse_args(matrix.argv(spec, values, str(tmp_path / spec.model))[3:])
-        assert (args.lr_schedule, args.lr_warmup, args.lr_min) == ("warmup_cosine", 10, 1e-4)
+        assert (args.lr_schedule, args.lr_warmup_percent, args.lr_min) == ("warmup_cosine", 10, 1e-4)
         opt = optim.from_args(args, torch.nn.Linear(2, 2))
         (f, *_) = optim.scheduler_from_args(args, opt, 1000).lr_lambdas  # the same 1000 steps for both
         factors[spec.model] = (f.kind, f.total, f.warmup, f.floor * args.lr)
@@ -114,14 +114,14 @@ def test_the_schedule_symbols_mean_the_same_for_lenet5_and_gpt2(tmp_path):
 
 def test_matrix_skips_adamwprune_with_other_pruning_methods(tmp_path):
     values = load(tmp_path, "CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_ADAMW=y\nCONFIG_OPTIMIZER_ADAMWPRUNE=y\n"
-                            "CONFIG_PRUNING_NONE=y\nCONFIG_PRUNING_MAGNITUDE=y\nCONFIG_SPARSITY_50=y\n")
+                            "CONFIG_PRUNING_NONE=y\nCONFIG_PRUNING_MAGNITUDE=y\nCONFIG_SPARSITIES=\"0.5\"\n")
     ids = [matrix.run_id(r) for r in matrix.expand(values)]
     assert ids == ["lenet5_adamw_none", "lenet5_adamw_magnitude_50", "lenet5_adamwprune_none"]
 
 
 def test_a_matrix_of_only_invalid_pairs_is_an_error(tmp_path):
     values = load(tmp_path, "CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_ADAMWPRUNE=y\n"
-                            "CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_SPARSITY_50=y\n")
+                            "CONFIG_PRUNING_MAGNITUDE=y\nCONFIG_SPARSITIES=\"0.5\"\n")
     with pytest.raises(config.ConfigError, match="adamwprune runs only with pruning none or state"):
         matrix.expand(values)
 
@@ -136,10 +136,10 @@ def test_a_matrix_of_only_invalid_pairs_is_an_error(tmp_path):
          "--optimizer adamwprune runs only with --pruning-method none or state"),
         (["--lr-schedule", "linear"], "invalid choice: 'linear'"),
         (["--lr-schedule", "cosine", "--lr", "1e-7"], "--lr-min must be within [0, --lr"),
-        (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "--nesterov needs --momentum > 0"),
-        (["--beta2", "1.0"], "--beta2 must be in [0, 1)"),
-        (["--spam-clip-delay", "0"], "--spam-clip-delay must be at least 1"),
-        (["--lr-warmup", "0"], "--lr-warmup must be within (0, 100) % of training steps"),
+        (["--optimizer", "sgd", "--sgd-momentum", "0", "--sgd-nesterov"], "--sgd-nesterov needs --sgd-momentum > 0"),
+        (["--adam-beta2", "1.0"], "--adam-beta2 must be in [0, 1)"),
+        (["--adamwspam-clip-delay", "0"], "--adamwspam-clip-delay must be at least 1"),
+        (["--lr-warmup-percent", "0"], "--lr-warmup-percent must be within (0, 100) % of training steps"),
     ],
 )
 def test_bad_flags_name_the_flag_and_the_choices(argv, message, capsys):

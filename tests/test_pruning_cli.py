@@ -48,7 +48,7 @@ def test_bad_input_is_one_clear_line_with_the_valid_choices(argv, message, capsy
 
 
 def test_flags_reach_the_pruner():
-    args = parse(BASE + ["--pruning-variant", "bitter4", "--no-layer-adaptive-rescale", "--pruning-unit", "epoch",
+    args = parse(BASE + ["--pruning-variant", "bitter4", "--layer-adaptive-keep-levels", "--pruning-unit", "epoch",
                          "--pruning-frequency", "2", "--prune-biases", "--pruning-remask", "update"])
     model = LeNet5()
     opt = torch.optim.AdamW(model.parameters())
@@ -76,7 +76,7 @@ CONFIG_PRUNING_MOVEMENT=y
 CONFIG_PRUNING_STATE=y
 CONFIG_PRUNING_STATE_BITTER2=y
 CONFIG_PRUNING_STATE_BITTER7=y
-CONFIG_SPARSITY_70=y
+CONFIG_SPARSITIES="0.7"
 """
 
 
@@ -135,3 +135,17 @@ def test_the_pruning_compare_defconfig_runs_every_method_and_variant(tmp_path, m
     ]
     for spec in matrix.expand(values):
         parse(matrix.argv(spec, values, str(tmp_path / "x"))[3:])
+
+
+def test_the_default_mask_update_interval_is_50_steps():
+    args = parse(["--optimizer", "adamw", "--pruning-method", "magnitude", "--target-sparsity", "0.5"])
+    model = LeNet5()
+    assert pruning.from_args(args, model, torch.optim.AdamW(model.parameters()), 1000).frequency == 50
+
+
+def test_a_layer_adaptive_target_at_its_cap_is_refused_when_planned(capsys):
+    with pytest.raises(SystemExit):
+        parse(BASE[:-1] + ["0.95", "--pruning-variant", "bitter4"])
+    err = capsys.readouterr().err
+    assert "--target-sparsity 0.95 with --pruning-variant bitter4" in err and "cap 0.95" in err
+    parse(BASE[:-1] + ["0.95", "--pruning-variant", "bitter4", "--layer-adaptive-keep-levels"])  # clipped levels: accepted

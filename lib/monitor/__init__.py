@@ -6,13 +6,16 @@ process's resident memory on CPU; a named backend that cannot run says why
 once per process and falls back to the CPU backend. No GPU is never an error.
 `for_run(args, device, run_dir)` starts a `Monitor` for a trainer's run;
 "off" samples nothing and writes no memory.json, but the peak memory for
-metrics.json is still measured.
+metrics.json is still measured. The family's flags (`add_arguments`: choice
+MONITOR -> --monitor, MONITOR_INTERVAL -> --monitor-interval, defaults as in
+lib/Kconfig.monitor), their `check` and `MonitorSettings` live here.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,15 +27,34 @@ from lib.monitor.cpu import CPUBackend
 from lib.monitor.nvidia import NvidiaBackend
 from lib.monitor.sampler import SCHEMA, Monitor
 from lib.monitor.schema import validate
+from lib.settings import Settings
 
 CHOICES = ("auto", "nvidia", "amd", "cpu", "off")
 FILENAME = "memory.json"
 
 __all__ = [
     "CHOICES", "FIELDS", "SCHEMA", "AllocatorCounters", "Backend", "BackendUnavailable", "CPUBackend",
-    "Monitor", "NvidiaBackend", "AmdSmiBackend", "RocmSmiBackend", "open_backend", "for_run",
-    "process_peak_rss_mib", "validate",
+    "Monitor", "MonitorSettings", "NvidiaBackend", "AmdSmiBackend", "RocmSmiBackend", "add_arguments", "check",
+    "open_backend", "for_run", "process_peak_rss_mib", "validate",
 ]
+
+
+def add_arguments(parser) -> None:
+    g = parser.add_argument_group("memory monitor (lib/Kconfig.monitor)")
+    g.add_argument("--monitor", default="auto", choices=CHOICES,
+                   help="memory monitor backend (memory.json); a backend that cannot run falls back to process memory")
+    g.add_argument("--monitor-interval", type=float, default=1.0, help="seconds between memory samples")
+
+
+def check(p, args) -> None:
+    if not args.monitor_interval > 0:
+        p.error(f"--monitor-interval must be > 0 seconds, got {args.monitor_interval}")
+
+
+@dataclass(frozen=True)
+class MonitorSettings(Settings):
+    monitor: str
+    monitor_interval: float
 
 _said: set[str] = set()
 
@@ -105,11 +127,10 @@ def _keep_previous(path: Path) -> None:
 
 def for_run(args, device: torch.device, run_dir, run_id: str | None = None) -> Monitor:
     """Start the monitor a trainer's flags ask for (--monitor, --monitor-interval)."""
-    choice = getattr(args, "monitor", "auto")
-    interval = float(getattr(args, "monitor_interval", 1.0))
-    backend, warnings = open_backend(choice, device)
+    s = MonitorSettings.from_args(args)
+    backend, warnings = open_backend(s.monitor, device)
     allocator = AllocatorCounters(device) if device.type == "cuda" else None
     if backend is not None:
         _keep_previous(Path(run_dir) / FILENAME)
-    mon = Monitor(backend, interval, allocator=allocator, run_id=run_id or Path(run_dir).name, warnings=warnings)
+    mon = Monitor(backend, float(s.monitor_interval), allocator=allocator, run_id=run_id or Path(run_dir).name, warnings=warnings)
     return mon.start()

@@ -21,8 +21,10 @@ floating point, or on a device without them) get torch's choice either way.
 AdamWAdv and AdamWSpam have their own multi-tensor steps.
 
 `from_args(args, model)` and `scheduler_from_args(args, optimizer, total_steps)`
-are what a trainer calls with the flags of `lib.cli`; `build_scheduler` and
-`current_lr` come from `lib.optim.schedules`.
+are what a trainer calls with its parsed flags; the family's flags, checks
+and typed settings are `lib.optim.settings` (`add_arguments`, `check`,
+`OptimizerSettings`). `build_scheduler` and `current_lr` come from
+`lib.optim.schedules`.
 """
 
 from __future__ import annotations
@@ -35,34 +37,17 @@ from lib.optim.adamwprune import CLASSES as ADAMWPRUNE_CLASSES
 from lib.optim.adamwprune import AdamWPrune
 from lib.optim.adamwspam import AdamWSpam
 from lib.optim.schedules import SCHEDULE_DEFAULTS, SCHEDULES, build_scheduler, current_lr
+from lib.optim.settings import (
+    ADAM_FAMILY, ADAMWADV_SCHEDULES, BASES, DEFAULTS, KERNELS, OPTIMIZERS, OptimizerSettings, add_arguments, check,
+)
 
 __all__ = [
-    "OPTIMIZERS", "BASES", "SCHEDULES", "DEFAULTS", "SCHEDULE_DEFAULTS", "AdamWAdv", "AdamWSpam", "AdamWPrune",
-    "param_groups", "build", "build_scheduler", "current_lr", "from_args", "scheduler_from_args",
+    "OPTIMIZERS", "BASES", "ADAM_FAMILY", "KERNELS", "SCHEDULES", "DEFAULTS", "SCHEDULE_DEFAULTS", "AdamWAdv",
+    "AdamWSpam", "AdamWPrune", "OptimizerSettings", "add_arguments", "check", "param_groups", "build",
+    "build_scheduler", "current_lr", "from_args", "scheduler_from_args",
 ]
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
-BASES = tuple(ADAMWPRUNE_CLASSES)  # adam, adamw, adamwadv, adamwspam
-ADAM_FAMILY = OPTIMIZERS[1:]
-ADAMWADV_SCHEDULES = ("cosine", "shared")
-KERNELS = ("fused", "torch")
 FUSED = {"sgd", "adam", "adamw"}  # torch optimizers with fused kernels
-
-# Every setting beyond lr / weight decay / momentum, with its default (the
-# Kconfig defaults of lib/Kconfig.optimizers; the flags of lib/cli.py).
-DEFAULTS = {
-    "nesterov": False,
-    "betas": (0.9, 0.999),
-    "eps": 1e-8,
-    "clip_norm": 1.0,  # AdamWAdv
-    "adamwadv_schedule": "cosine",  # AdamWAdv: its own cosine annealing, or "shared"
-    "spam_theta": 5000.0,  # AdamWSpam, the paper's defaults
-    "spam_interval": 500,
-    "spam_warmup": 150,
-    "spam_clip_delay": 20,
-    "base": "adamw",  # AdamWPrune
-    "kernels": "fused",  # fused kernels where torch has them: the same update, fewer memory passes
-}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -139,31 +124,12 @@ def build(
 
 
 def from_args(args, model: nn.Module) -> torch.optim.Optimizer:
-    """Build `args.optimizer` from a trainer's parsed flags (see lib.cli)."""
-    d = DEFAULTS
-    return build(
-        args.optimizer, model, args.lr, args.weight_decay, getattr(args, "momentum", 0.9),
-        nesterov=getattr(args, "nesterov", d["nesterov"]),
-        betas=(getattr(args, "beta1", d["betas"][0]), getattr(args, "beta2", d["betas"][1])),
-        eps=getattr(args, "eps", d["eps"]),
-        clip_norm=getattr(args, "adamwadv_clip_norm", d["clip_norm"]),
-        adamwadv_schedule=getattr(args, "adamwadv_schedule", d["adamwadv_schedule"]),
-        spam_theta=getattr(args, "spam_theta", d["spam_theta"]),
-        spam_interval=getattr(args, "spam_interval", d["spam_interval"]),
-        spam_warmup=getattr(args, "spam_warmup", d["spam_warmup"]),
-        spam_clip_delay=getattr(args, "spam_clip_delay", d["spam_clip_delay"]),
-        base=getattr(args, "adamwprune_base", d["base"]),
-        kernels=getattr(args, "optimizer_kernels", d["kernels"]),
-    )
+    """Build `--optimizer` from a trainer's parsed flags (see `lib.optim.settings`)."""
+    s = OptimizerSettings.from_args(args)
+    return build(s.optimizer, model, s.lr, s.weight_decay, s.sgd_momentum, **s.build_settings())
 
 
 def scheduler_from_args(args, optimizer: torch.optim.Optimizer, total_steps: int):
-    """The learning-rate scheduler the flags ask for (lib.cli's --lr-* flags)."""
-    d = SCHEDULE_DEFAULTS
-    return build_scheduler(
-        getattr(args, "lr_schedule", "constant"), optimizer, total_steps,
-        min_lr=getattr(args, "lr_min", d["min_lr"]),
-        warmup_percent=getattr(args, "lr_warmup", d["warmup_percent"]),
-        step_percent=getattr(args, "lr_step_every", d["step_percent"]),
-        gamma=getattr(args, "lr_step_gamma", d["gamma"]),
-    )
+    """The learning-rate scheduler the flags ask for (--lr-schedule and its --lr-* settings)."""
+    s = OptimizerSettings.from_args(args)
+    return build_scheduler(s.lr_schedule, optimizer, total_steps, **s.schedule_settings())

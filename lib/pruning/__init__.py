@@ -2,9 +2,10 @@
 
 `build(method, model, schedule, frequency, optimizer, **settings)` returns the
 pruner for a method name, or None for "none". `from_args(args, model,
-optimizer, total_steps, steps_per_epoch)` is what a trainer calls with the
-flags of `lib.cli`: it builds the schedule (step- or epoch-based) and the
-pruner with every setting.
+optimizer, total_steps, steps_per_epoch)` is what a trainer calls with its
+parsed flags: it builds the schedule (step- or epoch-based) and the pruner
+from `PruningSettings`. The family's flags, checks and typed settings are
+`lib.pruning.settings` (`add_arguments`, `check`, `PruningSettings`).
 
     none       dense baseline
     magnitude  |w|, global or per-layer (`scope`)
@@ -17,15 +18,10 @@ from __future__ import annotations
 from lib.pruning.base import REMASK, SCOPES, Pruner, prunable_parameters, sparsity_report  # noqa: F401
 from lib.pruning.budget import budget_record, extend  # noqa: F401
 from lib.pruning.layer_adaptive import LayerAdaptive
-from lib.pruning.magnitude import MagnitudePruner
-from lib.pruning.movement import MovementPruner
 from lib.pruning.schedule import UNITS, SparsitySchedule  # noqa: F401
+from lib.pruning.settings import METHODS, SCOPED_METHODS, PruningSettings, add_arguments, check  # noqa: F401
 from lib.pruning.state import VARIANTS, RatioSettings, StatePruner, importance  # noqa: F401
 from lib.pruning.structure import StructureWeights, classify_parameter  # noqa: F401
-
-METHODS = {"none": None, "magnitude": MagnitudePruner, "movement": MovementPruner, "state": StatePruner}
-# Methods whose allocation the `scope` setting chooses (state: the variant decides).
-SCOPED_METHODS = ("magnitude", "movement")
 
 
 def build(
@@ -81,52 +77,28 @@ def build(
     return cls(model, schedule, frequency, scope=scope, **common)
 
 
-def _yes(value) -> bool:
-    return value in (True, "yes", "y", "true", "1", 1)
+def from_args(args, model, optimizer, total_steps: int, steps_per_epoch: int = 1, include_tied_head: bool = False):
+    """Schedule + pruner from a trainer's parsed flags (`PruningSettings`); None for "none".
 
-
-def from_args(args, model, optimizer, total_steps: int, steps_per_epoch: int = 1, include_tied_head: bool | None = None):
-    """Schedule + pruner from a trainer's parsed flags (see lib.cli); None for "none".
-
-    Flags a trainer does not define take the defaults of `lib.cli`.
+    `include_tied_head`: the trainer's own flag (GPT-2's --prune-tied-head).
     """
-    method = args.pruning_method
-    if method == "none":
+    s = PruningSettings.from_args(args)
+    if s.pruning_method == "none":
         return None
-    unit = getattr(args, "pruning_unit", "step")
-    schedule = SparsitySchedule.from_percent(
-        args.target_sparsity,
-        total_steps,
-        args.pruning_warmup,
-        args.pruning_ramp_end,
-        args.pruning_schedule,
-        unit=unit,
-        steps_per_epoch=steps_per_epoch,
-    )
-    frequency = args.pruning_frequency * (max(1, steps_per_epoch) if unit == "epoch" else 1)
-    ratio = None  # RATIO budgets apply to state pruning runs only
-    if method == "state" and _yes(getattr(args, "ratio_preserve", "no")):
-        ratio = RatioSettings(getattr(args, "ratio", 2.5), getattr(args, "ratio_tolerance", 0.2))
-    if include_tied_head is None:
-        include_tied_head = _yes(getattr(args, "prune_tied_head", "no"))
     return build(
-        method,
+        s.pruning_method,
         model,
-        schedule,
-        frequency,
+        s.schedule(total_steps, steps_per_epoch),
+        s.frequency(steps_per_epoch),
         optimizer,
         include_tied_head,
-        variant=getattr(args, "pruning_variant", None) if method == "state" else None,
-        scope=getattr(args, "pruning_scope", "global") if method in SCOPED_METHODS else "global",
-        structure_weights=StructureWeights(
-            attention=getattr(args, "structure_weight_attention", 2.5),
-            mlp=getattr(args, "structure_weight_mlp", 1.0),
-            coupling=getattr(args, "structure_weight_coupling", 3.0),
-        ),
-        ratio=ratio,
-        layer_adaptive=LayerAdaptive(rescale=_yes(getattr(args, "layer_adaptive_rescale", "yes"))),
-        include_embeddings=_yes(getattr(args, "prune_embeddings", "no")),
-        include_norms=_yes(getattr(args, "prune_norms", "no")),
-        include_biases=_yes(getattr(args, "prune_biases", "no")),
-        remask=getattr(args, "pruning_remask", "update"),
+        variant=s.pruning_variant if s.pruning_method == "state" else None,
+        scope=s.pruning_scope if s.pruning_method in SCOPED_METHODS else "global",
+        structure_weights=s.structure_weights(),
+        ratio=s.ratio_settings(),
+        layer_adaptive=LayerAdaptive(rescale=not s.layer_adaptive_keep_levels),
+        include_embeddings=s.prune_embeddings,
+        include_norms=s.prune_norms,
+        include_biases=s.prune_biases,
+        remask=s.pruning_remask,
     )

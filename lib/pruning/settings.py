@@ -1,0 +1,142 @@
+"""The pruning family's flags, their checks and its typed settings.
+
+Each flag is its Kconfig symbol (lib/Kconfig.pruning) by `lib.config`'s
+naming rule, and its default is the symbol's default: `PRUNING_FREQUENCY` ->
+`--pruning-frequency`, `PRUNE_BIASES` -> `--prune-biases`, `choice
+PRUNING_SCHEDULE` -> `--pruning-schedule`. The run's own axes (method,
+target sparsity, variant, budget extension) come from `lib.matrix`.
+`PruningSettings` is what `lib.pruning.from_args` builds a pruner from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lib.pruning.base import REMASK
+from lib.pruning.layer_adaptive import check_target
+from lib.pruning.magnitude import MagnitudePruner
+from lib.pruning.movement import MovementPruner
+from lib.pruning.schedule import SCHEDULES, UNITS, SparsitySchedule
+from lib.pruning.state import VARIANTS, RatioSettings, StatePruner
+from lib.pruning.structure import StructureWeights
+from lib.settings import Settings
+
+METHODS = {"none": None, "magnitude": MagnitudePruner, "movement": MovementPruner, "state": StatePruner}
+SCOPED_METHODS = ("magnitude", "movement")  # methods whose allocation --pruning-scope chooses (state: the variant)
+SCOPES = ("global", "layer")
+
+
+def add_arguments(parser) -> None:
+    weights, ratio = StructureWeights(), RatioSettings()
+    g = parser.add_argument_group("pruning (lib/Kconfig.pruning)")
+    g.add_argument("--pruning-method", default="none", help=f"one of: {', '.join(METHODS)}")
+    g.add_argument("--target-sparsity", type=float, default=0.0, help="fraction of prunable weights set to zero")
+    g.add_argument("--pruning-variant", default=None, help=f"state pruning: one of {', '.join(VARIANTS)}")
+    g.add_argument("--budget-extension", type=float, default=0.0,
+                   help="train this many %% longer (the matrix passes PRUNING_<VARIANT>_BUDGET_PERCENT); recorded in run.json")
+    g.add_argument("--pruning-schedule", default="cubic", choices=SCHEDULES, help="how the sparsity ramps up")
+    g.add_argument("--pruning-unit", default="step", choices=UNITS,
+                   help="step: the schedule moves every step, --pruning-frequency counts steps; epoch: per epoch")
+    g.add_argument("--pruning-warmup-percent", type=float, default=10, help="%% of training before the first mask update")
+    g.add_argument("--pruning-ramp-end-percent", type=float, default=75, help="%% of training at which the target is reached")
+    g.add_argument("--pruning-frequency", type=int, default=50, help="optimizer steps (or epochs) between mask updates")
+    g.add_argument("--pruning-remask", default="update", choices=REMASK,
+                   help="zero pruned weights and optimizer moments after every step, or only when masks change")
+    g.add_argument("--pruning-scope", default="global", choices=SCOPES,
+                   help="magnitude and movement: one global threshold, or every layer at the scheduled level")
+    g.add_argument("--prune-embeddings", action="store_true", help="also prune embedding tables")
+    g.add_argument("--prune-norms", action="store_true", help="also prune normalisation weights")
+    g.add_argument("--prune-biases", action="store_true", help="also prune biases")
+    g.add_argument("--layer-adaptive-keep-levels", action="store_true",
+                   help="bitter4: keep the depth-scaled levels instead of rescaling them to hit the target exactly")
+    g.add_argument("--structure-weight-attention", type=float, default=weights.attention, help="bitter8/9: weight of attention parameters")
+    g.add_argument("--structure-weight-mlp", type=float, default=weights.mlp, help="bitter8/9: weight of MLP parameters")
+    g.add_argument("--structure-weight-coupling", type=float, default=weights.coupling, help="bitter8/9: weight of coupling parameters")
+    g.add_argument("--ratio-preserve", action="store_true",
+                   help="state pruning: RATIO budgets keeping kept-MLP : kept-attention at --ratio")
+    g.add_argument("--ratio", type=float, default=ratio.ratio, help="RATIO: final MLP:attention ratio of kept parameters")
+    g.add_argument("--ratio-tolerance", type=float, default=ratio.tolerance, help="RATIO: accepted absolute deviation of the final ratio")
+
+
+def check(p, args) -> None:
+    """Reject a bad pruning flag with one line naming it."""
+    method, variant, target = args.pruning_method, args.pruning_variant, args.target_sparsity
+    if method not in METHODS:
+        p.error(f"--pruning-method {method!r} is unknown; valid: {', '.join(METHODS)}")
+    if not 0.0 <= target < 1.0:
+        p.error(f"--target-sparsity must be in [0, 1), got {target}")
+    if method == "none" and target:
+        p.error("--target-sparsity needs a --pruning-method other than 'none'")
+    if method != "none" and not target:
+        p.error(f"--pruning-method {method} needs --target-sparsity > 0")
+    if method == "state":
+        if variant not in VARIANTS:
+            got = f"{variant!r} is unknown" if variant else "is missing"
+            p.error(f"--pruning-variant {got}; state pruning needs one of: {', '.join(VARIANTS)}")
+        if VARIANTS[variant].layer_adaptive:
+            if args.ratio_preserve:
+                p.error(f"--ratio-preserve cannot be combined with --pruning-variant {variant} (layer-adaptive); pick one")
+            try:
+                check_target(target, rescale=not args.layer_adaptive_keep_levels)
+            except ValueError as e:
+                p.error(f"--target-sparsity {target} with --pruning-variant {variant}: {e}")
+    elif variant is not None:
+        p.error(f"--pruning-variant applies only to --pruning-method state, not {method!r}")
+    if args.budget_extension < 0:
+        p.error(f"--budget-extension must be >= 0 %, got {args.budget_extension}")
+    if not 0 <= args.pruning_warmup_percent < args.pruning_ramp_end_percent <= 100:
+        p.error("need 0 <= --pruning-warmup-percent < --pruning-ramp-end-percent <= 100 (percent of training)")
+    if args.pruning_frequency < 1:
+        p.error(f"--pruning-frequency must be at least 1, got {args.pruning_frequency}")
+    for role in ("attention", "mlp", "coupling"):
+        if not getattr(args, f"structure_weight_{role}") > 0:
+            p.error(f"--structure-weight-{role} must be positive, got {getattr(args, f'structure_weight_{role}')}")
+    if not args.ratio > 0:
+        p.error(f"--ratio must be positive, got {args.ratio}")
+    if args.ratio_tolerance < 0:
+        p.error(f"--ratio-tolerance must be >= 0, got {args.ratio_tolerance}")
+
+
+@dataclass(frozen=True)
+class PruningSettings(Settings):
+    pruning_method: str
+    target_sparsity: float
+    pruning_variant: str | None
+    pruning_schedule: str
+    pruning_unit: str
+    pruning_warmup_percent: float
+    pruning_ramp_end_percent: float
+    pruning_frequency: int
+    pruning_remask: str
+    pruning_scope: str
+    prune_embeddings: bool
+    prune_norms: bool
+    prune_biases: bool
+    layer_adaptive_keep_levels: bool
+    structure_weight_attention: float
+    structure_weight_mlp: float
+    structure_weight_coupling: float
+    ratio_preserve: bool
+    ratio: float
+    ratio_tolerance: float
+
+    def schedule(self, total_steps: int, steps_per_epoch: int = 1) -> SparsitySchedule:
+        return SparsitySchedule.from_percent(
+            self.target_sparsity, total_steps, self.pruning_warmup_percent, self.pruning_ramp_end_percent,
+            self.pruning_schedule, unit=self.pruning_unit, steps_per_epoch=steps_per_epoch,
+        )
+
+    def frequency(self, steps_per_epoch: int = 1) -> int:
+        """Optimizer steps between mask updates (--pruning-frequency counts epochs when the unit is epoch)."""
+        return self.pruning_frequency * (max(1, steps_per_epoch) if self.pruning_unit == "epoch" else 1)
+
+    def structure_weights(self) -> StructureWeights:
+        return StructureWeights(
+            attention=self.structure_weight_attention, mlp=self.structure_weight_mlp, coupling=self.structure_weight_coupling
+        )
+
+    def ratio_settings(self) -> RatioSettings | None:
+        """RATIO group budgets (state pruning only), or None."""
+        if self.pruning_method == "state" and self.ratio_preserve:
+            return RatioSettings(self.ratio, self.ratio_tolerance)
+        return None
