@@ -54,7 +54,7 @@ def setup(device_type: str = "cpu") -> Context:
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(
                 f"process {rank} wants GPU {local_rank} but only {torch.cuda.device_count()} are visible: "
-                "lower the number of DDP processes (CONFIG_GPT2_DDP_PROCS)"
+                "lower the number of DDP processes (CONFIG_DDP_PROCS)"
             )
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():

@@ -21,7 +21,7 @@ def writable_dir(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise TrackerUnavailable(f"tracking directory {path} is not writable ({e.strerror or e}); set --tracking-dir (CONFIG_TRACKER_DIR)") from None
+        raise TrackerUnavailable(f"tracking directory {path} is not writable ({e.strerror or e}); set --tracking-dir (CONFIG_TRACKING_DIR)") from None
     return path
 
 
