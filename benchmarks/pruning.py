@@ -1,7 +1,7 @@
 """Cost of each pruning method, side by side in one process, next to torch.nn.utils.prune.
 
     python -m benchmarks.pruning [--device auto] [--models gpt2-stack,lenet5] [--tokens 512]
-                                 [--blocks 12] [--rounds 9] [--steps 1] [--frequencies 10,50]
+                                 [--blocks 12] [--rounds 9] [--steps 1] [--frequencies 50]
                                  [--sparsity 0.5] [--threads 0] [--kernels fused]
 
 Two models: a GPT-2-sized stack of linear layers (`--blocks` blocks of
@@ -17,11 +17,9 @@ on a shared machine hits every method, and the updates and the steps,
 alike; medians over the rounds are printed.
 
 Methods: none (dense), magnitude, movement, state (bitter7), each as the
-harness runs it; "/torch" rows prune with torch operations alone, as on a
-machine without a C compiler: no C kernels (lib.pruning.native) for the
-CPU selection, the state scores or zeroing gradients, weights and moments
-(the same zeros; state scores may differ in their last bit, as torch's CPU
-sqrt is not always correctly rounded), "/step" rows re-mask weights and moments after every step
+harness runs it (torch operations on every device), with the mask-update
+interval of the first of `--frequencies` (the default interval, 50 steps);
+"/step" rows re-mask weights and moments after every step
 (PRUNING_REMASK_STEP); torch.nn.utils.prune for comparison.
 
 Per method and model:
@@ -34,11 +32,9 @@ Per method and model:
                  of the step, less the dense model's (CUDA events on a
                  GPU). Not the time inside the hooks alone: whatever runs
                  first after backward pays for caches that backward
-                 evicted, and without pruning the optimizer step pays it
-                 (LeNet-5 on the CPU: a first tiny operation takes 30 us
-                 instead of 3). Not whole steps either: their difference
-                 drowns in the noise of a shared machine (a GPT-2-stack
-                 step on two CPU cores varies by +-20 %)
+                 evicted, and without pruning the optimizer step pays it.
+                 Not whole steps either: their difference drowns in the
+                 noise of a shared machine
   in-hook ms     the time inside the hooks alone, for comparison
   update ms      a mask update from half the target to the target (exact
                  global threshold, then zeroing weights and moments; the
@@ -46,24 +42,24 @@ Per method and model:
                  get their values back first, untimed, as kept weights
                  are in training: not exactly zero); for
                  torch.nn.utils.prune, one global_unstructured L1 call
-                 (timed once: tens of seconds on the GPT-2 stack)
+                 (timed once: it is slow on the GPT-2 stack)
   @N             (hooks + update / N) / dense step: the overhead per step
                  with a mask update every N steps, for each N of
-                 `--frequencies` (PRUNING_FREQUENCY); torch.nn.utils.prune
+                 `--frequencies` (PRUNING_FREQUENCY, default 50); torch.nn.utils.prune
                  works inside forward and backward, so its row uses the
                  step difference in place of the hooks
   bytes/param    pruning state kept between steps per prunable parameter
                  (masks, scores; for torch.nn.utils.prune the float mask
                  buffer plus the materialised masked weight)
 
-Targets (issue 4): state and magnitude pruning at most 1 byte of state per
-prunable parameter and at most 5 % step-time overhead including mask updates.
+Targets: state and magnitude pruning at most 1 byte of state per prunable
+parameter and, on the GPT-2-sized stack, at most 5 % step-time overhead at
+the default interval including mask updates. Figures: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import statistics
 import time
@@ -75,20 +71,17 @@ from torch.nn.utils import prune
 
 from lenet5.model import LeNet5
 from lib import optim, pruning
-from lib.pruning import SparsitySchedule, native
+from lib.pruning import SparsitySchedule
 
-# name -> (method, remask, C kernels); "/step" rows also zero weights and moments after every step
-# (--pruning-remask step); "/torch" rows select with torch operations instead of the C kernels (lib.pruning.native).
+# name -> (method, remask); "/step" rows also zero weights and moments after every step (--pruning-remask step)
 METHODS = {
-    "none": (None, None, True),
-    "magnitude": ("magnitude", "update", True),
-    "magnitude/torch": ("magnitude", "update", False),
-    "magnitude/step": ("magnitude", "step", True),
-    "movement": ("movement", "update", True),
-    "state(b7)": ("state", "update", True),
-    "state(b7)/torch": ("state", "update", False),
-    "state(b7)/step": ("state", "step", True),
-    "torch-prune": ("torch-prune", None, True),
+    "none": (None, None),
+    "magnitude": ("magnitude", "update"),
+    "magnitude/step": ("magnitude", "step"),
+    "movement": ("movement", "update"),
+    "state(b7)": ("state", "update"),
+    "state(b7)/step": ("state", "step"),
+    "torch-prune": ("torch-prune", None),
 }
 
 
@@ -132,10 +125,9 @@ def _sync(device):
 class Case:
     """One method on one copy of a model: its optimizer, pruner and the timings."""
 
-    def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device, kernels: str):
-        method, remask, kernels_on = METHODS[label]
+    def __init__(self, label: str, model: nn.Module, loss_fn, batch, sparsity: float, device, kernels: str, interval: int):
+        method, remask = METHODS[label]
         self.label, self.model, self.loss_fn, self.batch, self.device = label, model, loss_fn, batch, device
-        self.native = contextlib.nullcontext if kernels_on else native.disabled  # around every step and update
         self.sparsity = sparsity
         self.opt = optim.build("adamw", model, lr=1e-4, weight_decay=0.01, kernels=kernels)
         self.pruner = None
@@ -151,11 +143,10 @@ class Case:
         if method in ("magnitude", "movement", "state"):
             kw = {"variant": "bitter7"} if method == "state" else {}
             never = SparsitySchedule(sparsity, 10**9, 10**9 + 1)  # steps apply the hooks, never a mask update
-            # the default interval (PRUNING_FREQUENCY): pruner.step() asks the schedule on one step in ten, as in training
-            self.pruner = pruning.build(method, model, never, 10, self.opt, remask=remask, **kw)
+            # the interval (PRUNING_FREQUENCY): pruner.step() asks the schedule on one step in `interval`, as in training
+            self.pruner = pruning.build(method, model, never, interval, self.opt, remask=remask, **kw)
             self.step()  # movement: one step of scores
-            with self.native():
-                self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms the kernels up)
+            self.pruner.update_masks(sparsity / 2)  # an earlier level, untimed (also warms up)
             self.pruner.apply_masks()
             self.step()
             self.half = [m.clone() for m in self.pruner.mask_list()]  # each round updates from these masks
@@ -202,38 +193,29 @@ class Case:
         for (t, i), values in zip(self._masked_tensors(), self.revived_values):
             t.masked_scatter_(self.revived[i], values)
         self.pruner.sparsity = self.sparsity / 2
-        with self.native():  # entered outside the timing, as in step()
-            _sync(self.device)
-            t = time.perf_counter()
-            self.pruner.update_masks(self.sparsity)
-            self.pruner.apply_masks()
-            _sync(self.device)
-            return time.perf_counter() - t
+        _sync(self.device)
+        t = time.perf_counter()
+        self.pruner.update_masks(self.sparsity)
+        self.pruner.apply_masks()
+        _sync(self.device)
+        return time.perf_counter() - t
 
     def step(self):
-        """One training step with the method's hooks, marked at the end of backward, around the step, and at the end.
-
-        The native() block encloses the whole step, outside the marks: in
-        the marked tail, around each hook, entering and leaving a Python
-        context manager cost LeNet-5 7-9 us per step (two of them, the
-        first right after backward, from cold caches), booked as hooks the
-        dense row does not have.
-        """
-        with self.native():
-            x, y = self.batch
-            loss = self.loss_fn(self.model(x), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            marks = [self._mark()]
-            if self.pruner is not None:
-                self.pruner.mask_gradients()
-            marks.append(self._mark())
-            self.opt.step()
-            marks.append(self._mark())
-            if self.pruner is not None:
-                self.pruner.step()
-            marks.append(self._mark())
-            self.marks.append(marks)
+        """One training step with the method's hooks, marked at the end of backward, around the step, and at the end."""
+        x, y = self.batch
+        loss = self.loss_fn(self.model(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        marks = [self._mark()]
+        if self.pruner is not None:
+            self.pruner.mask_gradients()
+        marks.append(self._mark())
+        self.opt.step()
+        marks.append(self._mark())
+        if self.pruner is not None:
+            self.pruner.step()
+        marks.append(self._mark())
+        self.marks.append(marks)
 
     def _mark(self):
         """A point in time: a recorded CUDA event (GPU time, no sync), or the CPU clock."""
@@ -282,7 +264,8 @@ def build_cases(name: str, args, device) -> list[Case]:
         base = LeNet5().to(device)
         batch = (torch.randn(32, 1, 32, 32, generator=g).to(device), torch.randint(0, 10, (32,), generator=g).to(device))
         loss_fn = F.cross_entropy
-    return [Case(label, copy.deepcopy(base), loss_fn, batch, args.sparsity, device, args.kernels) for label in METHODS]
+    interval = int(args.frequencies.split(",")[0])
+    return [Case(label, copy.deepcopy(base), loss_fn, batch, args.sparsity, device, args.kernels, interval) for label in METHODS]
 
 
 def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) -> None:
@@ -303,7 +286,7 @@ def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) 
               f" {c.bytes_per_param:12.2f}")
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--models", default="gpt2-stack,lenet5")
@@ -311,11 +294,16 @@ def main(argv=None) -> None:
     p.add_argument("--blocks", type=int, default=12)
     p.add_argument("--rounds", type=int, default=9, help="rounds per method (LeNet-5: 10x as many); medians over rounds are used")
     p.add_argument("--steps", type=int, default=1, help="timed steps per method per round (LeNet-5: 5x as many)")
-    p.add_argument("--frequencies", default="10,50", help="mask update intervals (optimizer steps) to show the overhead at")
+    p.add_argument("--frequencies", default="50",
+                   help="mask update intervals (optimizer steps) to show the overhead at; the first is the pruners' own (default 50)")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--kernels", default="fused", choices=optim.KERNELS, help="the optimizer's kernels (OPTIMIZER_KERNELS)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:

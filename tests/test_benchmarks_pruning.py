@@ -8,12 +8,18 @@ from benchmarks import pruning as bench
 
 
 def test_one_round_on_lenet5_reports_every_method(capsys):
-    bench.main(["--device", "cpu", "--models", "lenet5", "--rounds", "1", "--frequencies", "10,50"])
+    bench.main(["--device", "cpu", "--models", "lenet5", "--rounds", "1", "--frequencies", "50,10"])
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split() and line.split()[0] in bench.METHODS}
-    assert set(rows) == set(bench.METHODS)
+    assert set(rows) == set(bench.METHODS) and not any("/torch" in label for label in rows)
     number = re.compile(r"^[+-]?\d+(\.\d+)?%?$")
     for label, cells in rows.items():
         assert all(number.match(c) for c in cells), (label, cells)
         assert cells[-1] == {"none": "0.00", "movement": "5.00", "torch-prune": "8.00"}.get(label, "1.00")
-    assert len(rows["magnitude"]) == 8  # step, vs dense, hooks, in-hook, update, @10, @50, bytes/param
+    assert len(rows["magnitude"]) == 8  # step, vs dense, hooks, in-hook, update, @50, @10, bytes/param
+    assert re.search(r"@50\s+@10", out)
+
+
+def test_the_default_interval_is_fifty_steps():
+    cases = bench.build_cases("lenet5", bench.parse_args(["--device", "cpu"]), bench.torch.device("cpu"))
+    assert {c.pruner.frequency for c in cases if c.pruner is not None} == {50}
