@@ -1,4 +1,11 @@
-"""Shared fixtures: a throw-away copy of the repository to drive `make` in, and one torch thread."""
+"""Shared fixtures: a throw-away copy of the repository to drive `make` in, one torch thread, and waiting.
+
+Tests wait for conditions, never for a fixed time: `wait_until` polls a
+condition, `Make` waits for make to exit, `kill_group` for a process group
+to vanish. Each wait is bounded by PATIENCE_S only so that a hang ends; the
+bound is far above what any wait needs on a loaded machine, and no test
+passes or fails on how fast something happened.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,37 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+PATIENCE_S = 1800  # the bound on any single wait: reaching it means a hang, not a slow machine
 
 
-def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_until(predicate, what: str, proc: subprocess.Popen | None = None, bound: float = PATIENCE_S) -> None:
+    """Poll `predicate` until it holds; fail if `proc` ends first or `bound` seconds pass (a hang)."""
+    deadline = time.monotonic() + bound
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            if predicate():
+                return
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"still no {what} after {bound} s: something hangs")
+        time.sleep(0.05)
+
+
+def more_samples(mon, n: int = 2) -> None:
+    """Until a memory monitor's sampler thread has taken `n` more samples than now."""
+    start = mon.count
+    wait_until(lambda: mon.count >= start + n, f"{n} more monitor samples")
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the process group `proc` leads (started with start_new_session) and wait until all of it is gone.
 
     Waiting for the leader is not enough: its children (the matrix runner,
@@ -24,14 +59,7 @@ def kill_group(proc: subprocess.Popen, timeout: float = 60) -> None:
     """
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"process group {proc.pid} still alive {timeout} s after SIGKILL")
+    wait_until(lambda: not group_alive(proc.pid), f"end of process group {proc.pid} after SIGKILL")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -80,8 +108,9 @@ class Make:
     def argv(self, *targets: str) -> list[str]:
         return ["make", "--no-print-directory", "-C", str(self.root), f"PYTHON={sys.executable}", *targets]
 
-    def __call__(self, *targets: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*targets), capture_output=True, text=True, env=self.env, timeout=timeout)
+    def __call__(self, *targets: str) -> subprocess.CompletedProcess:
+        """Run make to its end (bounded by PATIENCE_S against a hang)."""
+        return subprocess.run(self.argv(*targets), capture_output=True, text=True, env=self.env, timeout=PATIENCE_S)
 
     def popen(self, *targets: str, **kw) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*targets), env=self.env, start_new_session=True, **kw)

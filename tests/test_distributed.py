@@ -6,6 +6,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
+from conftest import PATIENCE_S
 from lib import distributed
 
 
@@ -57,9 +58,9 @@ def test_two_processes_with_gloo():
     procs = [ctx.Process(target=_worker, args=(r, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = sorted(queue.get(timeout=120) for _ in procs)
+    results = sorted(queue.get(timeout=PATIENCE_S) for _ in procs)  # waits for each answer; the bound only ends a hang
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=PATIENCE_S)
         assert p.exitcode == 0
     assert results == [
         (0, "gloo", 2, True, 3.0, True, ["rank0", "rank1"]),

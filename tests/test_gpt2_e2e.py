@@ -4,15 +4,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import PATIENCE_S, kill_group, wait_until
 from lib import checkpoint, optim
 from lib.results import is_done, read_json
-from conftest import kill_group
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -36,10 +36,10 @@ def _env():
     return env
 
 
-def _train(args, procs=1, timeout=600):
+def _train(args, procs=1):
     launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else []
     cmd = [sys.executable, *launch, "-m", "gpt2.train", *(["--"] if procs > 1 else []), *args]
-    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=PATIENCE_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -78,11 +78,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(single):
     out = root / "killed"
     cmd = [sys.executable, "-m", "gpt2.train", *_common(root / "data"), "--output-dir", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (read_json(out / "metrics.json") or {}).get("history"):
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    try:
+        wait_until(lambda: (read_json(out / "metrics.json") or {}).get("history"), "the first evaluation", proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_json(out / "run.json")["status"] == "running"  # killed mid-run, nothing recorded it
     assert len(read_json(out / "metrics.json")["history"]) < 3
@@ -105,7 +104,7 @@ def _comparable(metrics: dict) -> dict:
 
 def test_gpt2_tiny_defconfig_learns_and_resumes_through_make(make):
     assert make("defconfig-gpt2-tiny").returncode == 0
-    done = make("all", timeout=1200)
+    done = make("all")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     whole = next(make.root.glob("results/*/gpt2_adamw_none"))
     assert is_done(whole)
@@ -130,22 +129,21 @@ def test_gpt2_tiny_defconfig_learns_and_resumes_through_make(make):
           f"{m['final']['train_time_s']:.0f} s")
 
     # The same matrix again, killed (make, runner and trainer at once) after its first evaluation, then continued.
-    time.sleep(1.1)  # a new matrix id (ids have one-second resolution)
+    first_id = whole.parent.name[:15]  # a new matrix needs a new id, and ids have one-second resolution
+    wait_until(lambda: f"{datetime.now():%Y%m%d-%H%M%S}" != first_id, "the next second for a new matrix id")
     proc = make.popen("all", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def second_run() -> list[Path]:
+        return [r for r in make.root.glob("results/*/gpt2_adamw_none") if r != whole]
+
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            runs = [r for r in make.root.glob("results/*/gpt2_adamw_none") if r != whole]
-            if runs and (read_json(runs[0] / "metrics.json") or {}).get("history"):
-                break
-            assert proc.poll() is None, "the matrix ended before it could be killed"
-            assert time.monotonic() < deadline, "no evaluation within 10 minutes"
-            time.sleep(0.05)
+        wait_until(lambda: second_run() and (read_json(second_run()[0] / "metrics.json") or {}).get("history"),
+                   "the second matrix's first evaluation", proc)
     finally:
         kill_group(proc)
-    killed = runs[0]
+    killed = second_run()[0]
     assert not is_done(killed) and read_json(killed / "run.json")["status"] == "running"
-    resumed = make("continue", timeout=1200)
+    resumed = make("continue")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert is_done(killed) and read_json(killed / "run.json")["attempt"] == 2 and (killed / "train.log.1").exists()
     assert _comparable(read_json(killed / "metrics.json")) == _comparable(m)

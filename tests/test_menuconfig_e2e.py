@@ -5,11 +5,11 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
 
+from conftest import wait_until
 from lib import config
 
 pytestmark = pytest.mark.e2e
@@ -17,21 +17,25 @@ pytestmark = pytest.mark.e2e
 
 class Screen:
     def __init__(self, command: str, cwd):
-        assert shutil.which("tmux"), "tmux is needed for this test (apt-get install tmux)"
+        assert shutil.which("tmux"), "tmux is needed for this test (apt-get install tmux; CI's .ci/run installs it)"
         self.name = f"menuconfig-{uuid.uuid4().hex[:8]}"
         subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "110", "-y", "40", "-c", str(cwd), command], check=True)
 
     def text(self) -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
 
-    def wait(self, needle: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = self.text()
-            if needle in screen:
-                return screen
-            time.sleep(0.1)
-        pytest.fail(f"'{needle}' never appeared; screen was:\n{self.text()}")
+    def wait(self, needle: str) -> None:
+        """Until the screen shows `needle` (bounded by conftest.PATIENCE_S against a hang)."""
+        screens = []
+
+        def shown() -> bool:
+            screens[:] = [self.text()]
+            return needle in screens[0]
+
+        try:
+            wait_until(shown, f"'{needle}' on the screen")
+        except pytest.fail.Exception:
+            pytest.fail(f"'{needle}' never appeared; screen was:\n{screens[0] if screens else ''}")
 
     def keys(self, *keys: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
@@ -42,7 +46,7 @@ class Screen:
 
 def test_menuconfig_changes_a_value_and_saves_it(make, monkeypatch):
     assert make("defconfig").returncode == 0
-    command = " ".join(shlex.quote(a) for a in make.argv("menuconfig")) + "; echo MENUCONFIG-EXITED; sleep 60"
+    command = " ".join(shlex.quote(a) for a in make.argv("menuconfig")) + "; echo MENUCONFIG-EXITED; sleep infinity"
     screen = Screen(command, make.root)
     try:
         screen.wait("Pruning experiment harness")

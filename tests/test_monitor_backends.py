@@ -2,13 +2,13 @@
 
 import json
 import sys
-import time
 import types
 from enum import IntEnum
 
 import pytest
 import torch
 
+from conftest import more_samples
 from lib import monitor
 from lib.monitor.amd import AmdSmiBackend, RocmSmiBackend, parse_rocm_smi
 from lib.monitor.base import BackendUnavailable
@@ -96,7 +96,7 @@ def test_nvidia_without_driver_is_unavailable_with_the_reason():
 def test_nvidia_backend_through_the_monkeypatched_module_and_the_sampler(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
     mon = monitor.Monitor(NvidiaBackend(0), interval=0.02).start()
-    time.sleep(0.08)
+    more_samples(mon)
     mon.stop()
     doc = mon.to_dict()
     assert monitor.validate(doc) == []

@@ -1,11 +1,11 @@
 """The monitor on a real GPU (skipped where torch sees none): vendor backend, allocator phases, memory.json."""
 
 import json
-import time
 
 import pytest
 import torch
 
+from conftest import more_samples
 from lib import monitor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible to torch")
@@ -27,11 +27,11 @@ def test_allocator_phases_and_device_samples_in_memory_json(tmp_path):
     mon = monitor.for_run(type("A", (), {"monitor": "auto", "monitor_interval": 0.05})(), device, tmp_path / "run")
     mon.set_phase("train")
     big = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)  # 256 MiB
-    time.sleep(0.3)
+    more_samples(mon)  # taken while the 256 MiB are held
     del big
     mon.set_phase("eval")
     small = torch.empty(16 * 2**20, dtype=torch.uint8, device=device)
-    time.sleep(0.2)
+    more_samples(mon)
     del small
     mon.set_phase(None)
     mon.stop()

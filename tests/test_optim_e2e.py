@@ -11,7 +11,7 @@ import pytest
 from lib import optim
 from lib.results import read_json
 
-from conftest import REPO
+from conftest import PATIENCE_S, REPO
 
 
 @pytest.mark.e2e
@@ -23,7 +23,7 @@ def test_lenet5_trains_with_each_optimizer(optimizer, tmp_path):
     if optimizer == "sgd":
         cmd += ["--lr", "0.1"]  # LeNet-5's default 0.003 is an Adam-family rate
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=PATIENCE_S)
     assert done.returncode == 0, done.stderr
     assert read_json(out / "run.json")["status"] == "completed"
     metrics = read_json(out / "metrics.json")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 import torch
 
+from conftest import kill_group, wait_until
 from lib.results import read_json
-from conftest import kill_group
 
 pytestmark = pytest.mark.e2e
 
@@ -31,21 +30,20 @@ def test_pruning_compare_runs_through_make_and_continue(make):
     assert make("defconfig-lenet5-pruning-compare").returncode == 0
     proc = make.popen("EPOCHS=2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = make.root / "results"
-    deadline = time.monotonic() + 900
-    killed_dir = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(results.glob(f"*/{KILLED}/metrics.json"))
-        if found and len((read_json(found[0]) or {}).get("history", [])) >= 1:
-            killed_dir = found[0].parent
-            break
-        time.sleep(0.05)
-    assert killed_dir is not None, "the bitter4 run never finished its first epoch"
-    kill_group(proc)
+
+    def first_epoch_done() -> bool:
+        return any((read_json(p) or {}).get("history") for p in results.glob(f"*/{KILLED}/metrics.json"))
+
+    try:
+        wait_until(first_epoch_done, "the first epoch of the bitter4 run", proc)
+    finally:
+        kill_group(proc)
+    killed_dir = next(results.glob(f"*/{KILLED}"))
     matrix_dir = killed_dir.parent
     before = {name: (matrix_dir / name / "metrics.json").read_bytes() for name in RUNS[: RUNS.index(KILLED)]}
     masks_at_kill = masks(killed_dir)
 
-    result = make("continue", timeout=900)
+    result = make("continue")
     assert result.returncode == 0, result.stderr[-2000:]
     for name, data in before.items():  # completed runs untouched
         assert (matrix_dir / name / "metrics.json").read_bytes() == data, name

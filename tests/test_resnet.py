@@ -11,14 +11,13 @@ import json
 import math
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from conftest import REPO, kill_group
+from conftest import PATIENCE_S, REPO, kill_group, wait_until
 from lib import config, engine, matrix
 from lib.resnet import cifar_stem
 from lib.results import read_json
@@ -154,13 +153,15 @@ def test_amp_is_a_no_op_on_the_cpu(capsys):
 # --- runs ---------------------------------------------------------------------------------
 
 
-def trainer(model: str, *argv: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"{model}.train", *argv], cwd=REPO, capture_output=True, text=True, **kw)
+def trainer(model: str, *argv: str) -> subprocess.CompletedProcess:
+    """Run a trainer to its end (bounded by PATIENCE_S against a hang)."""
+    return subprocess.run([sys.executable, "-m", f"{model}.train", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=PATIENCE_S)
 
 
 def learns(model: str, tmp_path) -> None:
     out = tmp_path / model
-    done = trainer(model, *TINY, "--epochs", "2", "--optimizer", "adamw", "--lr", "0.001", "--output-dir", str(out), timeout=600)
+    done = trainer(model, *TINY, "--epochs", "2", "--optimizer", "adamw", "--lr", "0.001", "--output-dir", str(out))
     assert done.returncode == 0, done.stderr
     metrics = read_json(out / "metrics.json")
     first, last = (h["train_loss"] for h in metrics["history"])
@@ -184,7 +185,7 @@ def test_missing_cifar_is_one_clear_line_and_destroys_nothing(tmp_path):
     (out / "checkpoint.pt").write_bytes(b"an earlier attempt's checkpoint")
     (out / "metrics.json").write_text('{"history": []}\n')
     done = trainer("resnet18", "--dataset", "cifar10", "--no-download", "--data-dir", str(tmp_path / "data"),
-                   "--monitor", "off", "--output-dir", str(out), timeout=300)
+                   "--monitor", "off", "--output-dir", str(out))
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: CIFAR-10 is not in")
     assert "cifar-10-batches-py" in done.stderr and "--dataset digits" in done.stderr
@@ -211,20 +212,20 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):
     argv = ["--dataset", "cifar10", "--no-download", "--data-dir", str(tmp_path / "data"), "--image-size", "8",
             "--epochs", "3", "--batch-size", "20", "--workers", "1", "--optimizer", "sgd", "--lr", "0.02",
             "--pruning-method", "magnitude", "--target-sparsity", "0.5", "--monitor", "off"]
-    straight = trainer("resnet18", *argv, "--output-dir", str(tmp_path / "straight"), timeout=600)
+    straight = trainer("resnet18", *argv, "--output-dir", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
 
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "resnet18.train", *argv, "--output-dir", str(out)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    kill_group(proc)  # the trainer and its loader worker, with no chance to clean up
+    try:
+        wait_until(lambda: (out / "checkpoint.pt").exists(), "the first checkpoint", proc)
+    finally:
+        kill_group(proc)  # the trainer and its loader worker, with no chance to clean up
     killed_at = torch.load(out / "checkpoint.pt", weights_only=False)["epoch"]
     assert killed_at < 3 and read_json(out / "run.json")["status"] == "running"
 
-    resumed = trainer("resnet18", *argv, "--output-dir", str(out), "--resume", timeout=600)
+    resumed = trainer("resnet18", *argv, "--output-dir", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {out / 'checkpoint.pt'} at epoch {killed_at}" in resumed.stdout
     a, b = read_json(tmp_path / "straight" / "metrics.json"), read_json(out / "metrics.json")
@@ -243,7 +244,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
             "--optimizer", "adamw", "--lr", "0.001", "--device", "cpu", "--output-dir", str(out)]
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "resnet18.train", *argv],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=PATIENCE_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("epoch 2/2") == 1  # printed by rank 0 only

@@ -1,17 +1,16 @@
-"""End to end through make: quick start, SIGKILL + continue, lock, error lines."""
+"""End to end through make: quick start, SIGKILL + status + continue, lock, error lines, a clean git tree."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import kill_group, wait_until
 from lib.results import read_json
-from conftest import kill_group
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +20,7 @@ CONFIG_LENET5_BATCH_SIZE=64
 CONFIG_OPTIMIZER_SGD=y
 CONFIG_PRUNING_NONE=y
 CONFIG_PRUNING_MAGNITUDE=y
-CONFIG_SPARSITY_50=y
+CONFIG_SPARSITIES="0.5"
 CONFIG_MATRIX_AUTO_GRAPHS=n
 """
 
@@ -36,15 +35,24 @@ def only_matrix(root: Path) -> Path:
     return dirs[0]
 
 
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the matrix ended (exit {proc.returncode}) before {what}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+def status_of(make, run_id: str) -> str:
+    """What `make status` says about one run."""
+    result = make("status")
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if f"] {run_id} " in ln)
+    return line.split(f"] {run_id} ", 1)[1].strip()
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def fresh_clone(root: Path) -> None:
+    """Make the repository copy a git checkout with everything committed, as a fresh clone is."""
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "clone")
 
 
 def epochs_done(run_dir: Path) -> int:
@@ -82,11 +90,12 @@ def test_sigkill_then_continue_resumes_exactly(make):
     (root / ".config").write_text(KILL_CONFIG)
     proc = make.popen("all", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: (root / "results").is_dir() and any((root / "results").glob("*/matrix.json")), 120, "matrix.json", proc)
+        wait_until(lambda: (root / "results").is_dir() and any((root / "results").glob("*/matrix.json")), "matrix.json", proc)
         mdir = only_matrix(root)
         first, second = mdir / "lenet5_sgd_none", mdir / "lenet5_sgd_magnitude_50"
-        wait_for(lambda: (read_json(first / "run.json") or {}).get("status") == "completed", 180, "the first run", proc)
-        wait_for(lambda: epochs_done(second) >= 2, 180, "two epochs of the second run", proc)
+        wait_until(lambda: (read_json(first / "run.json") or {}).get("status") == "completed", "the first run", proc)
+        wait_until(lambda: epochs_done(second) >= 2, "two epochs of the second run", proc)
+        assert status_of(make, second.name) == "running"  # its runner is alive
 
         # A second make in the same tree while the matrix runs is refused, and touches nothing.
         again = make("all")
@@ -99,6 +108,7 @@ def test_sigkill_then_continue_resumes_exactly(make):
     killed_at = epochs_done(second)
     assert 2 <= killed_at < 15
     assert read_json(second / "run.json")["status"] == "running"  # died without a word
+    assert status_of(make, second.name) == "interrupted (runner gone)"  # the lock says nobody runs it
     kept = snapshot(first)
 
     # continue refuses a changed .config and names the symbol
@@ -150,7 +160,8 @@ def test_failed_runs_are_recorded_and_the_matrix_carries_on(make):
 
 
 def test_quickstart_end_to_end(make):
-    """README command 1 without the venv: every run completes, learns, hits its sparsity; graphs drawn."""
+    """README command 1 without the venv: every run completes, learns, hits its sparsity; graphs drawn; git stays clean."""
+    fresh_clone(make.root)
     result = make("quickstart")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     mdir = only_matrix(make.root)
@@ -168,8 +179,9 @@ def test_quickstart_end_to_end(make):
     assert "| run | status |" in (mdir / "summary.md").read_text()
     for name in ("lenet5_curves.png", "lenet5_metric_vs_sparsity.png", "lenet5_sparsity.png"):
         assert (mdir / "graphs" / name).stat().st_size > 10_000
-    assert (make.root / "images" / "lenet5" / "curves.png").exists()
     assert "![lenet5_curves](graphs/lenet5_curves.png)" in (mdir / "report.md").read_text()
+    assert git(make.root, "status", "--porcelain", "--untracked-files=all") == ""  # published images untouched
+    assert meta["git"]["dirty"] is False
 
     # update-graphs redraws from the run directories alone; status and dry-run read the same matrix
     shutil.rmtree(mdir / "graphs")
@@ -180,3 +192,39 @@ def test_quickstart_end_to_end(make):
     assert status.returncode == 0 and status.stdout.count(" completed ") == 9
     dry = make("dry-run")
     assert dry.returncode == 0 and "9 runs" in dry.stdout and "-m lenet5.train" in dry.stdout
+
+
+TINY_DEFCONFIG = """CONFIG_MODEL_LENET5=y
+CONFIG_LENET5_EPOCHS=1
+CONFIG_LENET5_BATCH_SIZE=64
+CONFIG_OPTIMIZER_SGD=y
+CONFIG_PRUNING_NONE=y
+CONFIG_MATRIX_AUTO_GRAPHS=y
+"""
+
+
+def test_make_leaves_a_clone_clean_and_only_publish_graphs_writes_images(make):
+    root = make.root
+    (root / "defconfigs" / "tiny").write_text(TINY_DEFCONFIG)
+    fresh_clone(root)
+    published = {p: p.read_bytes() for p in (root / "images").rglob("*.png")}
+    assert make("defconfig-tiny").returncode == 0
+    first = make("all")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    mdir = only_matrix(root)
+    assert (mdir / "graphs" / "lenet5_curves.png").is_file()
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+    assert {p: p.read_bytes() for p in (root / "images").rglob("*.png")} == published
+
+    shutil.rmtree(root / "results")  # the next matrix records a clean tree too
+    second = make("all")
+    assert second.returncode == 0 and read_json(only_matrix(root) / "matrix.json")["git"]["dirty"] is False
+    mdir = only_matrix(root)
+
+    refused = make("publish-graphs")
+    assert refused.returncode != 0 and "RESULTS=results/<id>" in refused.stderr
+    result = make("publish-graphs", f"RESULTS={mdir.relative_to(root)}")
+    assert result.returncode == 0, result.stderr
+    assert (root / "images" / "lenet5" / "curves.png").read_bytes() == (mdir / "graphs" / "lenet5_curves.png").read_bytes()
+    changed = git(root, "status", "--porcelain").split()
+    assert set(changed) == {"M", "images/lenet5/curves.png", "images/lenet5/metric_vs_sparsity.png", "images/lenet5/sparsity.png"}

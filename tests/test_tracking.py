@@ -187,3 +187,44 @@ def test_no_tracker_asked_opens_nothing(tmp_path):
     args = SimpleNamespace(tracker="none", tracking_dir=str(tmp_path / "t"))
     t = tracking.for_run(args, model="lenet5", dataset="digits", run_dir=tmp_path / "m" / "lenet5_sgd_none")
     assert t.trackers == [] and t.warnings == [] and not (tmp_path / "t").exists()
+
+
+class RecordingRun:
+    """Stands in for a wandb run: records what the tracker hands wandb."""
+
+    def __init__(self):
+        self.summary, self.logged, self.defined, self.exit_code = {}, [], {}, None
+
+    def define_metric(self, key, step_metric=None):
+        self.defined[key] = step_metric
+
+    def log(self, values):
+        self.logged.append(values)
+
+    def finish(self, exit_code):
+        self.exit_code = exit_code
+
+
+def test_wandb_tracker_hands_wandb_the_trainers_values(tmp_path, monkeypatch):
+    """The values side of the wandb path; the offline files wandb makes of them are checked in test_tracking_runs."""
+    run, inits = RecordingRun(), []
+    fake = SimpleNamespace(init=lambda **kw: inits.append(kw) or run, Settings=lambda **kw: kw)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracker = wandb_tracker.WandbTracker("lenet5-abcde", "lenet5_sgd_none", {"lr": 0.1}, tmp_path, group="m")
+    tracker.log({"train_loss": 0.5, "val_accuracy": 90.0, "note": "text is not plotted"}, step=1)
+    tracker.log({"train_loss": 0.25, "val_accuracy": 95.0}, step=2)
+    tracker.log_memory({"t": 0.5, "phase": "train", "rss_mib": 100.0})
+    tracker.summary({"accuracy": 95.0, "best_at": 2, "stopped_by": "epochs"})
+    tracker.finish(exit_code=0)
+    [init] = inits
+    assert {k: init[k] for k in ("project", "name", "group", "config", "dir", "mode")} == {
+        "project": "lenet5-abcde", "name": "lenet5_sgd_none", "group": "m", "config": {"lr": 0.1},
+        "dir": str(tmp_path), "mode": "offline"}
+    assert run.logged == [
+        {"train_loss": 0.5, "val_accuracy": 90.0, "epoch": 1},
+        {"train_loss": 0.25, "val_accuracy": 95.0, "epoch": 2},
+        {"memory/t": 0.5, "memory/rss_mib": 100.0},
+    ]
+    assert run.defined == {"epoch": None, "memory/t": None, "memory/*": "memory/t", "train_loss": "epoch", "val_accuracy": "epoch"}
+    assert run.summary == {"final/accuracy": 95.0, "final/best_at": 2} and run.exit_code == 0

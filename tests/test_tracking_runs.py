@@ -1,9 +1,13 @@
-"""Training runs with trackers: local trackio and offline wandb records read back, warnings, no secrets.
+"""Training runs with trackers: local trackio and offline wandb files read back, warnings, no secrets.
 
 The fast tests train LeNet-5 on 64 random images for 2 epochs in a child
 process (trackio reads its directory when first imported, so each run gets a
 fresh interpreter); the e2e test goes through `make defconfig-X
-TRACKER=trackio,wandb` and `make` in a copy of the repository.
+TRACKER=trackio,wandb` and `make` in a copy of the repository. wandb's
+offline run is checked through its public files (the run directory and the
+run file `wandb sync` uploads, searched for names), never by decoding
+wandb's record format; the values wandb is handed are checked in
+tests/test_tracking.py.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from lib import engine, monitor, tracking
+from conftest import PATIENCE_S
 from lib.results import read_json
-from lib.tracking import wandb_records
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "wandb-test-secret-0123456789abcdef0123456789"
@@ -52,8 +56,15 @@ def tiny_run(tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProcess, 
     run_dir = tmp_path / "results" / "20260101-000000-test" / "lenet5_sgd_none"
     argv = [sys.executable, "-c", TINY_FIT, "--epochs", "2", "--batch-size", "16", "--output-dir", str(run_dir),
             "--tracking-dir", str(tmp_path / "tracking"), "--monitor-interval", "0.05", *flags]
-    proc = subprocess.run(argv, cwd=REPO, env=tracker_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(argv, cwd=REPO, env=tracker_env(tmp_path), capture_output=True, text=True, timeout=PATIENCE_S)
     return proc, run_dir
+
+
+def wandb_offline_run(tracking_dir: Path) -> tuple[Path, bytes]:
+    """(directory, run file bytes) of the one offline wandb run under a tracking directory."""
+    [run_dir] = (tracking_dir / "wandb").glob("offline-run-*")
+    [run_file] = run_dir.glob("run-*.wandb")
+    return run_dir, run_file.read_bytes()
 
 
 def trackio_rows(db: Path, run_name: str) -> tuple[list[dict], dict, list[dict]]:
@@ -101,18 +112,12 @@ def test_trackio_and_offline_wandb_record_the_runs_metrics_config_and_memory(tmp
     assert cfg["run_id"] == "lenet5_sgd_none" and cfg["model"] == "lenet5" and cfg["lr"] == 0.003
     assert system and all("memory/rss_mib" in s for s in system)
 
-    # wandb: an offline run file under <tracking-dir>/wandb, read back without wandb's servers
-    files = wandb_records.find_runs(tmp_path / "tracking")
-    assert len(files) == 1 and "offline-run-" in str(files[0])
-    rec = wandb_records.read(files[0])
-    assert rec["run"]["name"] == "lenet5_sgd_none" and rec["run"]["project"] == project
-    assert rec["run"]["group"] == "20260101-000000-test"
-    assert rec["config"]["run_id"] == "lenet5_sgd_none" and rec["config"]["optimizer"] == "sgd"
-    logged = [h for h in rec["history"] if "val_accuracy" in h]
-    assert [h["epoch"] for h in logged] == [1, 2]
-    assert [h["val_accuracy"] for h in logged] == [h["val_accuracy"] for h in history]
-    assert any("memory/rss_mib" in h for h in rec["history"])
-    assert rec["summary"]["final/accuracy"] == metrics["final"]["accuracy"]
+    # wandb: one offline run under <tracking-dir>/wandb whose run file names the run, its project, group,
+    # config and every kind of value the trainer logged
+    _, data = wandb_offline_run(tmp_path / "tracking")
+    for name in ("lenet5_sgd_none", project, "20260101-000000-test", "run_id", "optimizer",
+                 "epoch", "val_accuracy", "train_loss", "memory/rss_mib", "final/accuracy", "final/peak_memory_mib"):
+        assert name.encode() in data, name
 
     # memory.json sits beside them and its peak is metrics.json's
     doc = read_json(run_dir / "memory.json")
@@ -196,7 +201,7 @@ def test_matrix_with_tracker_override_records_to_trackio_and_wandb(make, tmp_pat
     assert loaded.returncode == 0, loaded.stderr
     dot_config = (make.root / ".config").read_text()
     assert "CONFIG_TRACKER_TRACKIO=y" in dot_config and "CONFIG_TRACKER_WANDB=y" in dot_config
-    result = make("all", timeout=900)
+    result = make("all")
     assert result.returncode == 0, result.stdout + result.stderr
     matrix_dir = next((make.root / "results").glob("*/matrix.json")).parent
     run_dir = matrix_dir / "lenet5_sgd_none"
@@ -204,8 +209,8 @@ def test_matrix_with_tracker_override_records_to_trackio_and_wandb(make, tmp_pat
     project = tracking.project_name("lenet5", make.root)
     rows, cfg, _ = trackio_rows(make.root / "tracking" / "trackio" / f"{project}.db", "lenet5_sgd_none")
     assert [r["val_accuracy"] for r in rows if "val_accuracy" in r] == [h["val_accuracy"] for h in history]
-    rec = wandb_records.read(wandb_records.find_runs(make.root / "tracking")[0])
-    assert [h["val_accuracy"] for h in rec["history"] if "val_accuracy" in h] == [h["val_accuracy"] for h in history]
+    _, data = wandb_offline_run(make.root / "tracking")
+    assert b"lenet5_sgd_none" in data and b"val_accuracy" in data and matrix_dir.name.encode() in data
     assert SECRET not in all_text(make.root / "results", make.root / "tracking")  # matrix.json included
     bad = make("defconfig-tracked", "TRACKER=tensorboard")
     assert bad.returncode != 0 and "unknown tracker tensorboard" in bad.stderr and "valid: trackio, wandb, none" in bad.stderr
