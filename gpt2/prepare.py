@@ -2,8 +2,8 @@
 
     python -m gpt2.prepare --dataset pydoc            # offline: CPython's own docs
     python -m gpt2.prepare --dataset shakespeare      # downloads tinyshakespeare (1 MB)
-    python -m gpt2.prepare --dataset finewebedu --max-docs 100000   # needs `datasets`
-    python -m gpt2.prepare --dataset openwebtext                    # needs `datasets`
+    python -m gpt2.prepare --dataset finewebedu --max-docs 100000   # needs the web extra (datasets)
+    python -m gpt2.prepare --dataset openwebtext                    # needs the web extra (datasets)
     python -m gpt2.prepare --dataset file --text-file notes.txt
 
 Output: <data-dir>/gpt2/<dataset>/{train.bin, val.bin, meta.json} (for a text
@@ -121,7 +121,7 @@ def shakespeare_text(out: Path) -> str:
 
 
 def hub_documents(dataset: str, max_docs: int | None = None):
-    """Stream a Hugging Face dataset's "text" column (needs the `datasets` package and network).
+    """Stream a Hugging Face dataset's "text" column (needs network and the `datasets` package: the `web` extra).
 
     The package is looked for before anything is written; the download starts
     when the returned iterator is first read.
@@ -131,7 +131,7 @@ def hub_documents(dataset: str, max_docs: int | None = None):
     except ImportError:
         raise DatasetMissing(
             f"--dataset {dataset} is read through the Hugging Face `datasets` package, which is not installed: "
-            f"'pip install datasets' (and have network), or put a prepared train.bin/val.bin/meta.json in "
+            f"install the harness's web extra, pip install -e '.[web]' (and have network), or put a prepared train.bin/val.bin/meta.json in "
             f"data/gpt2/{dataset}/, or pick the offline corpus (--dataset pydoc)"
         ) from None
     path, name = HUB[dataset]

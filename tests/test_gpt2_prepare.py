@@ -98,7 +98,7 @@ def test_web_corpus_without_datasets_is_clear_and_keeps_what_exists(tmp_path, mo
     out = prepare.prepare("finewebedu", tmp_path, val_fraction=0.2)
     before = {f: (out / f).read_bytes() for f in ("train.bin", "val.bin", "meta.json")}
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails
-    with pytest.raises(DatasetMissing, match="pip install datasets"):
+    with pytest.raises(DatasetMissing, match=r"pip install -e '\.\[web\]'"):
         prepare.prepare("finewebedu", tmp_path, force=True)
     assert {f: (out / f).read_bytes() for f in before} == before
     assert not list(out.glob("*.tmp"))
