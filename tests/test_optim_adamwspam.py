@@ -50,18 +50,47 @@ def test_injected_spike_is_clipped_to_sqrt_theta_v():
     torch.testing.assert_close(seen_sq, expected.square(), rtol=1e-9, atol=0)
 
 
-def test_no_clipping_until_the_second_moment_has_absorbed_clip_delay_updates():
+def test_no_clipping_before_step_clip_delay():
     p = param()
     opt = AdamWSpam([p], lr=1e-3, theta=1.0, interval=0, clip_delay=4)
-    grads = gradients(4)
-    grads[3] = grads[3] * 1e3  # a spike at step 4: v holds only 3 updates, so it passes unclipped
-    for g in grads[:3]:
+    grads = gradients(3)
+    grads[2] = grads[2] * 1e3  # a spike at step 3 < clip_delay passes unclipped
+    for g in grads[:2]:
         step_with(opt, p, g)
     v0, m0 = opt.state[p]["exp_avg_sq"].clone(), opt.state[p]["exp_avg"].clone()
-    step_with(opt, p, grads[3])
+    step_with(opt, p, grads[2])
     seen = (opt.state[p]["exp_avg"] - BETAS[0] * m0) / (1 - BETAS[0])
-    torch.testing.assert_close(seen, grads[3], rtol=1e-9, atol=1e-15)
-    assert bool((grads[3].square() > v0).any())  # it would have been clipped with the delay over
+    torch.testing.assert_close(seen, grads[2], rtol=1e-9, atol=1e-15)
+    assert bool((grads[2].square() > v0).any())  # it would have been clipped with the delay over
+
+
+def clipped_steps(n_steps: int, interval: int, clip_delay: int) -> list[int]:
+    """The steps at which AdamWSpam clipped. With theta 1 a constant gradient g is always a spike
+    (v = g**2 (1 - beta2**k) < g**2), so it is clipped whenever clipping is on."""
+    p = param(4)
+    opt = AdamWSpam([p], lr=1e-3, theta=1.0, interval=interval, warmup=0, clip_delay=clip_delay)
+    out = []
+    for t in range(1, n_steps + 1):
+        g = torch.full((4,), 0.5, dtype=torch.float64)
+        m0 = opt.state[p]["exp_avg"].clone() if opt.state[p] else torch.zeros(4, dtype=torch.float64)
+        if interval and t % interval == 0:
+            m0.zero_()  # the reset step zeroes the moments before the update
+        step_with(opt, p, g)
+        seen = (opt.state[p]["exp_avg"] - BETAS[0] * m0) / (1 - BETAS[0])
+        if not torch.allclose(seen, g, rtol=1e-9, atol=0):
+            out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("interval, clip_delay", [(10, 3), (500, 20), (0, 5)])
+def test_clipping_starts_where_the_reference_implementation_starts_it(interval, clip_delay):
+    """The reference code (SPAM-Optimizer, Huang et al. 2025) clips at step t when t >= clip_delay and
+    t % DeltaT >= clip_delay: in the first cycle from t = clip_delay (t = 20 by default, not 21),
+    after each reset from clip_delay steps past it."""
+    n = 3 * interval if interval else 12
+    reference = [t for t in range(1, n + 1) if t >= clip_delay and (interval == 0 or t % interval >= clip_delay)]
+    assert clipped_steps(n, interval, clip_delay) == reference
+    assert reference[0] == clip_delay
 
 
 def test_both_moments_are_zeroed_at_the_reset_step():
@@ -157,3 +186,17 @@ def test_paper_defaults():
     assert (group["theta"], group["interval"], group["warmup"], group["clip_delay"]) == (5000.0, 500, 150, 20)
     assert optim.DEFAULTS["spam_theta"] == 5000.0 and optim.DEFAULTS["spam_interval"] == 500
     assert optim.DEFAULTS["spam_warmup"] == 150
+
+
+def test_a_clipped_step_leaves_p_grad_as_backward_made_it():
+    p = param()
+    opt = AdamWSpam([p], lr=1e-3, theta=1.0, interval=0, clip_delay=2)
+    for g in gradients(3):
+        step_with(opt, p, g)
+    spike = gradients(1, seed=5)[0] * 1e3
+    m0 = opt.state[p]["exp_avg"].clone()
+    p.grad = spike.clone()
+    opt.step()
+    absorbed = (opt.state[p]["exp_avg"] - BETAS[0] * m0) / (1 - BETAS[0])
+    assert bool((absorbed.abs() < spike.abs()).any())  # the moments absorbed the clipped gradient
+    assert torch.equal(p.grad, spike)  # p.grad is untouched

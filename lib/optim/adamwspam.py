@@ -9,9 +9,13 @@ counted once per `step()` call, the same for every parameter group):
   interval = 0 never resets.
 * Spike-aware clipping: a gradient entry with g**2 > theta * v, v being the
   second moment before this step's update, is replaced by
-  sign(g) * sqrt(theta * v). Clipping waits until v has absorbed `clip_delay`
-  updates since it was last zeroed (the start, or a reset): right after a reset
-  v is zero and every entry would be clipped to zero. theta = 0 turns it off.
+  sign(g) * sqrt(theta * v). Clipping is on at step t when
+  (t mod interval) >= clip_delay (t >= clip_delay with interval 0), the
+  reference implementation's rule: right after a reset v is zero and every
+  entry would be clipped to zero, so clipping waits `clip_delay` steps. The
+  count starts at the reset step, and at step 0 before the first reset, so
+  in the first cycle clipping starts at t = clip_delay, when v has absorbed
+  clip_delay - 1 updates (clip_delay after a reset). theta = 0 turns it off.
 * Warmup after each reset: k steps after a reset (k = 0 on the reset step) the
   update is scaled by 1 - 0.99 * (1 + cos(pi * k / (warmup + 1))) / 2 while
   k < warmup, and by 1 afterwards: the cosine warmup of the paper's reference
@@ -24,7 +28,9 @@ counted once per `step()` call, the same for every parameter group):
   included (the paper's t), as torch's Adam does with `state["step"]`.
 
 Defaults are the paper's: theta 5000, interval 500, warmup 150; clip_delay 20
-is the reference implementation's.
+is the reference implementation's. Where this differs from the reference
+code (eps placement, weight-decay order, eps default, p.grad left untouched,
+interval 0): docs/optimizers.md.
 
 The step counter lives in each parameter group (`group["global_step"]`), so
 `state_dict()` carries it and the reset phase resumes exactly. Moments live in
@@ -48,11 +54,15 @@ def warmup_factor(k: int, warmup: int) -> float:
 
 
 def _phase(t: int, interval: int) -> tuple[bool, int | None, int]:
-    """(reset at step t?, steps since the last reset or None, updates v holds before step t)."""
+    """(reset at step t?, steps since the last reset or None before the first, the clipping count at step t).
+
+    The clipping count is t mod interval (t without resets): the reference
+    implementation's `current_step % DeltaT`, with current_step = t.
+    """
     if interval > 0 and t >= interval:
         since = t % interval
         return since == 0, since, since
-    return False, None, t - 1
+    return False, None, t
 
 
 class AdamWSpam(Optimizer):
@@ -100,9 +110,9 @@ class AdamWSpam(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             group["global_step"] += 1
-            reset, since, held = _phase(group["global_step"], group["interval"])
+            reset, since, count = _phase(group["global_step"], group["interval"])
             scale = 1.0 if since is None else warmup_factor(since, group["warmup"])
-            clip = group["theta"] > 0 and held >= group["clip_delay"]
+            clip = group["theta"] > 0 and count >= group["clip_delay"]
             params, grads, exp_avgs, exp_avg_sqs = [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
