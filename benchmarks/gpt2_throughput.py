@@ -9,13 +9,13 @@ AdamW, weight decay and gradient clipping at 1.0. The hand-written loop is the
 least a PyTorch user would write: random windows, forward, backward, clip,
 step, zero the gradients.
 
-gpt2/train.py runs for real (`Trainer.fit()`: its own data order, learning
-rate schedule, loss bookkeeping, logging and limit checks). The two loops are
-interleaved one iteration at a time in this one process: just before each of
-the harness's iterations, one hand-written iteration runs and is timed. The
-harness's cost of an iteration is the time from the end of that hand-written
-step to the start of the next one, so both loops see the same machine at the
-same moments, which matters on a shared machine. Tokens/s come from the median
+gpt2/train.py runs for real (`main()`: its own data order, learning rate
+schedule, loss bookkeeping, logging and limit checks). The two loops are
+interleaved one iteration at a time in this one process: right after each of
+the harness's optimizer steps, one hand-written iteration runs and is timed.
+The harness's cost of an iteration is the time from the end of that
+hand-written step to the start of the next one, so both loops see the same
+machine at the same moments, which matters on a shared machine. Tokens/s come from the median
 (and the fastest) iteration of each, after --warmup iterations. Prints both
 and the ratio (target: the harness within 5 % of the hand-written loop).
 """
@@ -36,7 +36,8 @@ import torch
 from gpt2 import train
 from gpt2.data import ensure_prepared
 from gpt2.model import GPT, config_for
-from lib import checkpoint, distributed, engine
+from lib import checkpoint
+from lib.run import resolve_device
 
 AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -67,7 +68,7 @@ def hand_written_step(a, tokens: np.ndarray, device: torch.device):
 
 
 class Interleaved:
-    """Wraps Trainer.train_iteration: a timed hand-written step runs before each harness iteration."""
+    """Wraps gpt2/train.py's optimizer_step: a timed hand-written step runs after each harness iteration's step."""
 
     def __init__(self, hand_step, sync):
         self.hand_step, self.sync = hand_step, sync
@@ -76,18 +77,18 @@ class Interleaved:
         self._hand_done = None
 
     def wrap(self, real):
-        def train_iteration(trainer, it):
+        def optimizer_step(*args, **kwargs):
+            real(*args, **kwargs)
             self.sync()
             start = time.perf_counter()
-            if self._hand_done is not None:  # the harness's previous iteration, its loop body included
+            if self._hand_done is not None:  # the harness's iteration since the last hand-written one, loop body included
                 self.harness.append(start - self._hand_done)
             self.hand_step()
             self.sync()
             self._hand_done = time.perf_counter()
             self.hand.append(self._hand_done - start)
-            return real(trainer, it)
 
-        return train_iteration
+        return optimizer_step
 
 
 def main(argv=None) -> int:
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--data-dir", default=None, help="where the offline corpus is prepared (default: a temporary directory)")
     a = p.parse_args(argv)
-    device = engine.resolve_device(a.device)
+    device = resolve_device(a.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = a.data_dir or str(Path(tmp) / "data")
@@ -116,13 +117,12 @@ def main(argv=None) -> int:
             *(["--compile"] if a.compile else []),
         ])
         timer = Interleaved(hand_written_step(a, tokens, device), sync)
-        real = train.Trainer.train_iteration
-        train.Trainer.train_iteration = timer.wrap(real)
+        real = train.optimizer_step
+        train.optimizer_step = timer.wrap(real)
         try:
-            trainer = train.Trainer(args, distributed.Context())
-            trainer.fit()
+            train.main(args)
         finally:
-            train.Trainer.train_iteration = real
+            train.optimizer_step = real
     tokens_per_iter = a.batch_size * a.block_size
     hand, harness = timer.hand[a.warmup : a.iters], timer.harness[a.warmup : a.iters]
     rate = lambda seconds: tokens_per_iter / seconds  # noqa: E731

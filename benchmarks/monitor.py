@@ -4,7 +4,7 @@
 
 LeNet-5 trains on random 32x32 batches. Rounds alternate "off" (no sampler)
 and "on" (the backend `--monitor auto` would pick, sampling every
-`--interval` seconds, with the phase marked as the engine does), in ABBA
+`--interval` seconds, with the phase marked as the training loops do), in ABBA
 order so drift on a shared machine hits both alike; each round trains for
 `--round-seconds` (default five sampling intervals, at least 2 s) so an "on"
 round really contains samples. Printed: the median step time of each, their

@@ -9,7 +9,7 @@ Writes run.json, metrics.json, checkpoint.pt and best.pt to --output-dir;
 
 import sys
 
-from lib import cli, data, engine
+from lib import classifier, cli, data, run
 from lenet5.model import LeNet5
 
 DATASETS = ("digits", "mnist")
@@ -32,10 +32,10 @@ def main(args):
         train_set, val_set = data.digits(size=32)
     else:
         train_set, val_set = data.mnist(args.data_dir)
-    engine.fit(args, lambda: LeNet5(num_classes=10), train_set, val_set, model_name="lenet5", dataset=args.dataset)
+    classifier.fit(args, lambda: LeNet5(num_classes=10), train_set, val_set, model_name="lenet5", dataset=args.dataset)
 
 
 if __name__ == "__main__":
     args = parse_args()
     if not args.dry_run:
-        sys.exit(engine.run(main, args))
+        sys.exit(run.execute(main, args))

@@ -1,1 +1,1 @@
-"""Shared library of the pruning harness: config, matrix, data, optimizers, pruning, engine, results."""
+"""Shared library of the pruning harness: config, matrix, data, optimizers, pruning, run lifecycle, classifier loop, results."""

@@ -11,7 +11,7 @@ several processes (DDP), --batch-size being the global batch.
 
 import sys
 
-from lib import cli, data, engine
+from lib import classifier, cli, data, run
 from resnet18.model import resnet18
 
 DATASETS = ("cifar10", "cifar100", "digits")
@@ -50,10 +50,10 @@ def load(args):
 def main(args):
     train_set, val_set, classes = load(args)
     train_set = data.limit(train_set, args.train_samples)
-    engine.fit(args, lambda: resnet18(num_classes=classes), train_set, val_set, model_name="resnet18", dataset=args.dataset)
+    classifier.fit(args, lambda: resnet18(num_classes=classes), train_set, val_set, model_name="resnet18", dataset=args.dataset)
 
 
 if __name__ == "__main__":
     args = parse_args()
     if not args.dry_run:
-        sys.exit(engine.run(main, args))
+        sys.exit(run.execute(main, args))

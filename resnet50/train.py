@@ -14,7 +14,7 @@ processes (DDP), --batch-size being the global batch.
 import sys
 from pathlib import Path
 
-from lib import cli, data, engine
+from lib import classifier, cli, data, run
 from lib.resnet import STEMS
 from resnet50.model import resnet50
 
@@ -61,10 +61,10 @@ def load(args):
 def main(args):
     train_set, val_set, classes = load(args)
     train_set = data.limit(train_set, args.train_samples)
-    engine.fit(args, lambda: resnet50(num_classes=classes, stem=args.stem), train_set, val_set, model_name="resnet50", dataset=args.dataset)
+    classifier.fit(args, lambda: resnet50(num_classes=classes, stem=args.stem), train_set, val_set, model_name="resnet50", dataset=args.dataset)
 
 
 if __name__ == "__main__":
     args = parse_args()
     if not args.dry_run:
-        sys.exit(engine.run(main, args))
+        sys.exit(run.execute(main, args))

@@ -10,11 +10,11 @@ import torch
 from gpt2 import train
 from gpt2.data import CorpusTooSmall
 from gpt2.model import GPT, config_for
-from lib import checkpoint, config, engine, optim
+from lib import checkpoint, config, optim, run as lifecycle
 from lib.results import is_done, read_json
 
 GPT2_KEYS = ("model_size", "dataset", "block_size", "batch_size", "grad_accum", "max_iters", "eval_interval",
-             "eval_iters", "lr", "lr_schedule", "lr_min", "lr_warmup", "lr_step_every", "lr_step_gamma", "grad_clip",
+             "eval_iters", "lr", "lr_schedule", "lr_min", "lr_warmup_percent", "lr_step_percent", "lr_step_gamma", "grad_clip",
              "dropout", "max_minutes", "amp", "compile", "prune_tied_head")
 
 
@@ -34,7 +34,7 @@ def tiny_args(corpus, out, *extra):
         "--dataset", "file", "--text-file", str(corpus), "--data-dir", str(out.parent / "data"),
         "--output-dir", str(out), "--device", "cpu", "--monitor", "off", "--optimizer", "adamw",
         "--block-size", "8", "--batch-size", "2", "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1",
-        "--lr-schedule", "warmup_cosine", "--lr-warmup", "25", "--lr-min", "1e-4", "--log-interval", "2", *extra,
+        "--lr-schedule", "warmup_cosine", "--lr-warmup-percent", "25", "--lr-min", "1e-4", "--log-interval", "2", *extra,
     ])
 
 
@@ -60,15 +60,15 @@ def shared_schedule_lrs(args, steps: int) -> list[float]:
 @pytest.mark.parametrize("schedule", ["warmup_cosine", "step"])
 def test_gpt2_follows_the_shared_schedule_once_per_iteration(schedule, corpus, tmp_path, monkeypatch):
     used = []
-    real_iteration = train.Trainer.train_iteration
+    real_step = train.optimizer_step
 
-    def records_lr(self, it):
-        used.append(optim.current_lr(self.opt))  # the lr this iteration's optimizer step runs with
-        return real_iteration(self, it)
+    def records_lr(optimizer, *a, **kw):
+        used.append(optim.current_lr(optimizer))  # the lr this iteration's optimizer step runs with
+        return real_step(optimizer, *a, **kw)
 
-    monkeypatch.setattr(train.Trainer, "train_iteration", records_lr)
+    monkeypatch.setattr(train, "optimizer_step", records_lr)
     args = tiny_args(corpus, tmp_path / schedule, "--max-iters", "8", "--lr", "3e-3", "--lr-schedule", schedule,
-                     "--lr-step-every", "25", "--lr-step-gamma", "0.5")
+                     "--lr-step-percent", "25", "--lr-step-gamma", "0.5")
     metrics = train.main(args)
     expected = shared_schedule_lrs(args, 8)
     assert used == expected[:8]
@@ -167,18 +167,35 @@ def test_state_pruning_runs_on_gpt2(corpus, tmp_path):
     assert metrics["variant"] == "bitter7" and metrics["final"]["sparsity_prunable"] == pytest.approx(0.5, abs=1e-4)
 
 
+def test_a_ratio_preserving_run_reports_its_budgets_in_the_final_block(corpus, tmp_path):
+    out = tmp_path / "ratio"
+    train.main(tiny_args(
+        corpus, out, "--optimizer", "adamwprune", "--pruning-method", "state", "--pruning-variant", "bitter8",
+        "--ratio-preserve", "--target-sparsity", "0.5", "--pruning-frequency", "1", "--max-iters", "2",
+    ))
+    final = read_json(out / "metrics.json")["final"]
+    pruning = final["pruning"]
+    assert pruning["method"] == "state" and pruning["variant"] == "bitter8"
+    assert pruning["achieved_sparsity"] == pytest.approx(final["sparsity_prunable"])
+    ratio = pruning["ratio"]
+    assert ratio["target_ratio"] == 2.5 and ratio["tolerance"] == 0.2
+    assert 0 < ratio["attention_prune_fraction"] < 1 and 0 < ratio["mlp_prune_fraction"] < 1
+    assert ratio["achieved_ratio"] == pytest.approx(2.5, abs=0.2)
+
+
 def test_resume_continues_exactly(corpus, whole, tmp_path, monkeypatch):
-    real_iteration = train.Trainer.train_iteration
+    real_step, steps = train.optimizer_step, []
 
-    def dies_at_3(self, it):
-        if it == 2:  # after the checkpoint of iteration 2
+    def dies_in_iteration_3(*a, **kw):
+        steps.append(1)
+        if len(steps) == 3:  # after the checkpoint of iteration 2
             raise KeyboardInterrupt
-        return real_iteration(self, it)
+        return real_step(*a, **kw)
 
-    monkeypatch.setattr(train.Trainer, "train_iteration", dies_at_3)
+    monkeypatch.setattr(train, "optimizer_step", dies_in_iteration_3)
     with pytest.raises(KeyboardInterrupt):
         train.main(tiny_args(corpus, tmp_path / "cut"))
-    monkeypatch.setattr(train.Trainer, "train_iteration", real_iteration)
+    monkeypatch.setattr(train, "optimizer_step", real_step)
     resumed = train.main(tiny_args(corpus, tmp_path / "cut", "--resume"))
     strip = lambda h: [{k: v for k, v in e.items() if k != "elapsed_s"} for e in h]  # noqa: E731
     assert strip(resumed["history"]) == strip(whole[1]["history"])
@@ -204,7 +221,7 @@ def test_a_corpus_too_small_for_the_block_fails_the_run_clearly(tmp_path, capsys
     small = tmp_path / "small.txt"
     small.write_text("Just a few words here.\n" * 3)
     args = tiny_args(small, tmp_path / "x", "--block-size", "64")
-    assert engine.run(train.main, args) == 1
+    assert lifecycle.execute(train.main, args) == 1
     err = capsys.readouterr().err
     assert "too few for the block size 64" in err and err.count("\n") == 1
     run = read_json(tmp_path / "x" / "run.json")

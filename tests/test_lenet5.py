@@ -7,7 +7,7 @@ import torch
 
 from lenet5 import train
 from lenet5.model import LeNet5
-from lib import data, engine
+from lib import classifier, data, run as lifecycle
 from lib.results import read_json
 
 
@@ -28,7 +28,7 @@ def test_digits_split_is_fixed_and_disjoint():
 
 def run(tmp_path, name, *extra):
     args = train.parse_args(["--output-dir", str(tmp_path / name), "--epochs", "3", "--batch-size", "64", *extra])
-    code = engine.run(train.main, args)
+    code = lifecycle.execute(train.main, args)
     return code, read_json(tmp_path / name / "run.json"), read_json(tmp_path / name / "metrics.json")
 
 
@@ -49,7 +49,7 @@ def test_run_directory_contract(tmp_path):
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     flags = ("--pruning-method", "magnitude", "--target-sparsity", "0.7", "--optimizer", "adam")
     _, _, straight = run(tmp_path, "a", *flags)
-    real, calls = engine.train_one_epoch, []
+    real, calls = classifier.train_one_epoch, []
 
     def interrupted_in_epoch_two(*a, **kw):
         calls.append(1)
@@ -57,10 +57,10 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if stopped during epoch 2
         return real(*a, **kw)
 
-    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_two)
+    monkeypatch.setattr(classifier, "train_one_epoch", interrupted_in_epoch_two)
     code, run_json, _ = run(tmp_path, "b", *flags)
     assert code == 130 and run_json["status"] == "interrupted"
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    monkeypatch.setattr(classifier, "train_one_epoch", real)
     code, run_json, resumed = run(tmp_path, "b", *flags, "--resume")
     assert code == 0 and run_json["attempt"] == 2 and run_json["status"] == "completed"
     strip = lambda hist: [{k: v for k, v in h.items() if k != "elapsed_s"} for h in hist]  # noqa: E731

@@ -1,7 +1,7 @@
 """Checkpoint mid-training, resume, and get exactly the uninterrupted run.
 
 Optimizer state, step counters, AdamWSpam's reset phase and the learning-rate
-scheduler all travel through `state_dict()`; the engine saves and restores them.
+scheduler all travel through `state_dict()`; the run's checkpoint bundle saves and restores them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from lenet5 import train as lenet5_train
-from lib import engine, optim
+from lib import classifier, optim, run as lifecycle
 from lib.results import read_json
 
 SPAM = dict(spam_interval=10, spam_warmup=6, spam_clip_delay=2, spam_theta=50.0)
@@ -85,20 +85,20 @@ def fit_tiny(tmp_path, name, *flags):
 
     def main(a):
         torch.manual_seed(a.seed)
-        engine.fit(a, lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)), train_set, val_set,
+        classifier.fit(a, lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)), train_set, val_set,
                    model_name="tiny", dataset="synthetic")
 
-    code = engine.run(main, args)
+    code = lifecycle.execute(main, args)
     return code, read_json(tmp_path / name / "metrics.json")
 
 
 @pytest.mark.parametrize("optimizer", ["adamwspam", "adamwadv"])
-def test_engine_resume_restores_optimizer_and_scheduler(tmp_path, monkeypatch, optimizer):
-    flags = ("--optimizer", optimizer, "--lr-schedule", "warmup_cosine", "--lr-warmup", "20",
-             "--spam-interval", "5", "--spam-warmup", "3", "--spam-clip-delay", "2")
+def test_classifier_resume_restores_optimizer_and_scheduler(tmp_path, monkeypatch, optimizer):
+    flags = ("--optimizer", optimizer, "--lr-schedule", "warmup_cosine", "--lr-warmup-percent", "20",
+             "--adamwspam-interval", "5", "--adamwspam-warmup", "3", "--adamwspam-clip-delay", "2")
     code, straight = fit_tiny(tmp_path, "a", *flags)
     assert code == 0
-    real, calls = engine.train_one_epoch, []
+    real, calls = classifier.train_one_epoch, []
 
     def interrupted_in_epoch_two(*a, **kw):
         calls.append(1)
@@ -106,9 +106,9 @@ def test_engine_resume_restores_optimizer_and_scheduler(tmp_path, monkeypatch, o
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_two)
+    monkeypatch.setattr(classifier, "train_one_epoch", interrupted_in_epoch_two)
     assert fit_tiny(tmp_path, "b", *flags)[0] == 130
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    monkeypatch.setattr(classifier, "train_one_epoch", real)
     code, resumed = fit_tiny(tmp_path, "b", *flags, "--resume")
     assert code == 0
     strip = lambda hist: [{k: v for k, v in h.items() if k != "elapsed_s"} for h in hist]  # noqa: E731

@@ -29,7 +29,7 @@ class Net(nn.Module):
 
 
 def run(method, kw, schedule, steps, frequency=5, check=None):
-    """`steps` optimizer steps with the pruning hooks in the engine's order.
+    """`steps` optimizer steps with the pruning hooks in the training loops' order.
 
     Gradients are drawn at random (deterministically) instead of back-propagated:
     the hooks only see gradients, and this keeps 200 steps of every method fast.

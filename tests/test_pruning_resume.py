@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lib import checkpoint, engine
+from lib import checkpoint, classifier
 from lenet5 import train as lenet5_train
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
@@ -21,7 +21,8 @@ METHODS = {
 def args_for(out, method, *extra):
     parser = lenet5_train.get_args_parser()
     argv = METHODS[method] + ["--target-sparsity", "0.7", "--epochs", "3", "--device", "cpu", "--monitor", "off",
-                              "--pruning-warmup", "0", "--pruning-ramp-end", "60", "--output-dir", str(out), *extra]
+                              "--pruning-warmup-percent", "0", "--pruning-ramp-end-percent", "60", "--pruning-frequency", "10",
+                              "--output-dir", str(out), *extra]  # masks change within the first epoch (45 steps)
     return lenet5_train.cli.check(parser, parser.parse_args(argv))
 
 
@@ -32,7 +33,7 @@ def test_masks_survive_resume_and_the_run_ends_as_if_never_stopped(method, tmp_p
 
     # The same run, stopped as the second epoch starts, then resumed.
     cut = tmp_path / "cut"
-    real = engine.train_one_epoch
+    real = classifier.train_one_epoch
     calls = {"n": 0}
 
     def stop_at_second_epoch(*a, **kw):
@@ -41,7 +42,7 @@ def test_masks_survive_resume_and_the_run_ends_as_if_never_stopped(method, tmp_p
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(engine, "train_one_epoch", stop_at_second_epoch)
+    monkeypatch.setattr(classifier, "train_one_epoch", stop_at_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         lenet5_train.main(args_for(cut, method))
     saved = checkpoint.load(cut / "checkpoint.pt")["pruner"]
@@ -53,7 +54,7 @@ def test_masks_survive_resume_and_the_run_ends_as_if_never_stopped(method, tmp_p
         seen.setdefault("masks", [m.clone() for m in pruner.mask_list()])
         return real(model, loader, opt, pruner, *a, **kw)
 
-    monkeypatch.setattr(engine, "train_one_epoch", record_masks)
+    monkeypatch.setattr(classifier, "train_one_epoch", record_masks)
     lenet5_train.main(args_for(cut, method, "--resume"))
     assert all(torch.equal(a, b) for a, b in zip(seen["masks"], saved["masks"].values()))
 

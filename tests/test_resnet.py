@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from conftest import PATIENCE_S, REPO, kill_group, wait_until
-from lib import config, engine, matrix
+from lib import config, matrix, run as lifecycle
 from lib.resnet import cifar_stem
 from lib.results import read_json
 from resnet18 import train as train18
@@ -131,7 +131,7 @@ def test_precision_and_compile_settings_reach_the_trainer(tmp_path, monkeypatch)
     monkeypatch.chdir(REPO)  # the Kconfig tree sources files relative to the repository root
     dot_config = tmp_path / ".config"
     dot_config.write_text(
-        "CONFIG_MODEL_RESNET18=y\nCONFIG_RESNET18_AMP_BF16=y\nCONFIG_RESNET18_COMPILE=y\n"
+        "CONFIG_MODEL_RESNET18=y\nCONFIG_AMP_BF16=y\nCONFIG_COMPILE=y\n"
         "CONFIG_OPTIMIZER_ADAMW=y\nCONFIG_PRUNING_NONE=y\n"
     )
     cfg = config.load(dot_config)
@@ -139,14 +139,14 @@ def test_precision_and_compile_settings_reach_the_trainer(tmp_path, monkeypatch)
     assert "--compile" in argv and argv[argv.index("--amp") + 1] == "bf16"
     args = train18.parse_args(argv)
     assert args.compile and args.amp == "bf16" and args.dataset == "cifar10"
-    assert "--compile" not in config.trainer_argv({**cfg, "RESNET18_COMPILE": False}, "resnet18")
+    assert "--compile" not in config.trainer_argv({**cfg, "COMPILE": False}, "resnet18")
 
 
 def test_amp_is_a_no_op_on_the_cpu(capsys):
     args = train18.parse_args(["--amp", "fp16"])
-    assert engine.precision(args, torch.device("cpu")) == "off"
+    assert lifecycle.precision(args.amp, torch.device("cpu")) == "off"
     assert "ignored on cpu" in capsys.readouterr().out
-    with engine.autocast(torch.device("cpu"), "bf16"):
+    with lifecycle.autocast(torch.device("cpu"), "bf16"):
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
 
 
@@ -198,7 +198,7 @@ def test_missing_cifar_is_one_clear_line_and_destroys_nothing(tmp_path):
 def test_missing_image_folder_says_what_to_put_where(tmp_path, capsys):
     args = train50.parse_args(["--dataset", "imagefolder", "--data-dir", str(tmp_path), "--monitor", "off",
                                "--output-dir", str(tmp_path / "run")])
-    assert engine.run(train50.main, args) == 1
+    assert lifecycle.execute(train50.main, args) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{tmp_path / 'imagenet' / 'train'}/<class>/" in err and "--dataset digits" in err
 
@@ -256,5 +256,5 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         correct = h["val_accuracy"] * 359 / 100
         assert abs(correct - round(correct)) < 1e-6
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert len(state["rng_ranks"]) == 2 and state["epoch"] == 2
+    assert len(state["rng"]) == 2 and state["epoch"] == 2
     json.dumps(metrics)  # plain JSON, nothing torch-specific leaked in

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import engine, monitor, tracking
+from lib import classifier, monitor, run as lifecycle, tracking
 from conftest import PATIENCE_S
 from lib.results import read_json
 
@@ -32,12 +32,12 @@ import sys, torch
 from torch.utils.data import TensorDataset
 from lenet5 import train
 from lenet5.model import LeNet5
-from lib import engine
+from lib import classifier, run
 g = torch.Generator().manual_seed(0)
 data = TensorDataset(torch.randn(64, 1, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))
 args = train.parse_args(sys.argv[1:])
-fit = lambda a: engine.fit(a, lambda: LeNet5(num_classes=10), data, data, model_name="lenet5", dataset="synthetic")
-sys.exit(engine.run(fit, args))
+fit = lambda a: classifier.fit(a, lambda: LeNet5(num_classes=10), data, data, model_name="lenet5", dataset="synthetic")
+sys.exit(run.execute(fit, args))
 """
 
 
@@ -141,7 +141,7 @@ def fit_in_process(tmp_path: Path, *flags: str) -> tuple[int, Path]:
     run_dir = tmp_path / "lenet5_sgd_none"
     args = train.parse_args(["--epochs", "1", "--batch-size", "16", "--output-dir", str(run_dir), "--monitor", "cpu",
                              "--monitor-interval", "0.05", *flags])
-    code = engine.run(lambda a: engine.fit(a, LeNet5, data, data, model_name="lenet5", dataset="synthetic"), args)
+    code = lifecycle.execute(lambda a: classifier.fit(a, LeNet5, data, data, model_name="lenet5", dataset="synthetic"), args)
     return code, run_dir
 
 
@@ -175,9 +175,9 @@ def test_wandb_not_installed_warns_and_training_continues(tmp_path, monkeypatch)
 
 def test_a_failed_run_still_closes_its_monitor(tmp_path, monkeypatch):
     def diverge(*a, **k):
-        raise engine.TrainingDiverged("loss became nan at epoch 1, step 1")
+        raise lifecycle.TrainingDiverged("loss became nan at epoch 1, step 1")
 
-    monkeypatch.setattr(engine, "train_one_epoch", diverge)
+    monkeypatch.setattr(classifier, "train_one_epoch", diverge)
     code, run_dir = fit_in_process(tmp_path)
     assert code == 1 and read_json(run_dir / "run.json")["status"] == "failed"
     doc = read_json(run_dir / "memory.json")

@@ -1,0 +1,127 @@
+"""The image classifiers' epoch loop, on top of `lib.run.Run`.
+
+`fit()` is what an image classifier's train.py calls once it has parsed its
+flags and knows how to build its model and data; `train_one_epoch()` and
+`evaluate()` are one pass each (torchvision's reference scripts have the same
+shape). The Run owns the run directory, the checkpoint bundle and the
+records; here are the epochs: train, evaluate, one history entry, and
+checkpoint.pt after every epoch.
+
+Under DDP (started by torchrun) the global `--batch-size` is split over the
+processes, each rank samples its share of the training set through a
+DistributedSampler (seeded with --seed, reshuffled per epoch) and evaluates
+a disjoint share of the validation set; losses and counts are summed over
+ranks, so reported metrics cover the whole set. Each rank has its own RNG
+streams (seed + rank, for augmentation). BatchNorm statistics are per rank
+and rank 0's are broadcast before evaluating and saving.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from lib import distributed, optim, pruning
+from lib.run import ACCURACY, Run, TrainingDiverged, autocast, optimizer_step
+
+
+def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp: str = "off", scaler=None, scheduler=None) -> float:
+    """One pass over `loader`; returns the mean training loss (over every process under DDP)."""
+    model.train()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, example count
+    for step, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            loss = F.cross_entropy(model(x), y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        optimizer_step(optimizer, scaler, pruner, scheduler)
+        total += torch.stack([loss.detach().double() * len(y), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+    distributed.all_reduce_sum(total)
+    return (total[0] / total[1]).item()
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, *, amp: str = "off") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over the loader (summed over every process under DDP)."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            out = model(x)
+        sums[0] += F.cross_entropy(out.float(), y, reduction="sum").double()
+        sums[1] += (out.argmax(1) == y).sum()
+        sums[2] += len(y)
+    distributed.all_reduce_sum(sums)
+    loss, correct, count = sums.tolist()
+    return loss / count, 100.0 * correct / count
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics) before evaluating or saving."""
+    if distributed.world_size() > 1:
+        for b in model.buffers():
+            torch.distributed.broadcast(b, src=0)
+
+
+def loaders(args, run: Run, train_set, val_set, generator):
+    """Training and validation loaders; under DDP each rank gets its share of both."""
+    batch, sampler, pin = args.batch_size, None, run.device.type == "cuda"
+    if run.distributed:
+        if args.batch_size % run.world_size:
+            raise ValueError(f"--batch-size {args.batch_size} is the global batch: it must divide by the {run.world_size} processes")
+        batch = args.batch_size // run.world_size
+        sampler = DistributedSampler(train_set, num_replicas=run.world_size, rank=run.rank, shuffle=True, seed=args.seed)
+        val_set = Subset(val_set, range(run.rank, len(val_set), run.world_size))  # disjoint shares, no padding
+    train_loader = DataLoader(
+        train_set, batch_size=batch, shuffle=sampler is None, sampler=sampler, generator=generator,
+        num_workers=args.workers, pin_memory=pin,
+    )
+    val_loader = DataLoader(val_set, batch_size=max(batch, 256), shuffle=False, num_workers=args.workers, pin_memory=pin)
+    return train_loader, val_loader
+
+
+def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str) -> dict:
+    """Train a classifier as `args` says; returns the metrics.json content."""
+    with Run(args, model=model_name, dataset=dataset, unit="epoch", goal=ACCURACY) as run:
+        # Each rank its own RNG streams (augmentation); DDP gives every rank rank 0's initial weights.
+        generator = run.seed(run.rank)
+        model = build_model().to(run.device)
+        train_loader, val_loader = loaders(args, run, train_set, val_set, generator)
+        optimizer = optim.from_args(args, model)
+        args.epochs = run.extend_budget(args.epochs)
+        total_steps = args.epochs * len(train_loader)
+        scheduler = optim.scheduler_from_args(args, optimizer, total_steps)
+        pruner = pruning.from_args(args, model, optimizer, total_steps, steps_per_epoch=len(train_loader))
+        run.attach(model, optimizer, scheduler, pruner)
+        start_epoch = run.resume().get("epoch", 0)
+        run.start()
+        train_net, eval_net = run.wrap(model)  # `model` keeps owning the weights (state_dict, pruner, best.pt)
+
+        for epoch in range(start_epoch, args.epochs):
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            run.monitor.set_phase("train")
+            train_loss = train_one_epoch(train_net, train_loader, optimizer, pruner, run.device, epoch,
+                                         amp=run.amp, scaler=run.scaler, scheduler=scheduler)
+            sync_buffers(model)
+            run.monitor.set_phase("eval")
+            val_loss, val_acc = evaluate(eval_net, val_loader, run.device, amp=run.amp)
+            run.monitor.set_phase(None)
+            sparsity = run.sparsity()["sparsity_prunable"]
+            if run.is_main:
+                print(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                      f"val_acc {val_acc:.2f}% sparsity {sparsity:.3f}", flush=True)
+            run.evaluated({
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "sparsity": sparsity,
+                "lr": optim.current_lr(optimizer),
+                "elapsed_s": run.elapsed(),
+            })
+        return run.finish({"accuracy": run.history[-1]["val_accuracy"], "best_accuracy": run.best["value"]})

@@ -1,0 +1,450 @@
+"""One run lifecycle for every model: everything a training run does besides its loop.
+
+A trainer's loop (lib/classifier.py's epochs, gpt2/train.py's iterations)
+sits on a `Run`, in this order:
+
+    with Run(args, model="lenet5", dataset="digits", unit="epoch", goal=ACCURACY) as run:
+        generator = run.seed(offset)          # --seed + offset; the generator's state is checkpointed
+        ... model, optimizer ...
+        length = run.extend_budget(length)    # --budget-extension, recorded in run.json
+        ... scheduler, pruner ...
+        run.attach(model, optimizer, scheduler, pruner)
+        position = run.resume()               # {} or the checkpoint (the loop reads its own fields)
+        run.start()                           # run.json "running", memory monitor, trackers
+        train_net, eval_net = run.wrap(model)
+        ... train: run.autocast(), run.scaler, optimizer_step() ...
+        run.evaluated(entry, **fields)        # after every evaluation
+        return run.finish(results)            # metrics.json's final block, run.json "completed"
+
+What it owns:
+- Device and precision: `--device`, `--amp` (autocast on CUDA; fp16 adds an
+  enabled GradScaler, otherwise `scaler` is a disabled one whose calls do
+  nothing), `--compile`, and DDP: started by torchrun, the Run joins the
+  process group (lib.distributed) and leaves it when the `with` block ends;
+  `wrap()` compiles the model and wraps it in DistributedDataParallel.
+- Files, written by process 0 only: run.json (lib.results.RunRecord),
+  memory.json (the monitor), checkpoint.pt and best.pt, metrics.json.
+  metrics.json's header (`header()`) and final block (`final_block()`) are
+  written here and nowhere else; a loop supplies its history entries and
+  its own final figures (accuracy, perplexity, tokens, ...). The final block
+  always has the sparsity report and, for a pruned run, `pruning` (the
+  pruner's summary: scheduled vs achieved sparsity, layer levels, RATIO).
+- The best model: counted only once the masks are at the target sparsity
+  (an early dense evaluation is not a result of the pruned model).
+- The checkpoint bundle (`BUNDLE` schema): model, optimizer, scheduler,
+  pruner, scaler, every process's RNG states (Python, NumPy, torch, CUDA,
+  the data loader's generator), history, best, elapsed time, the settings
+  that fix the data order (`resume(fixed=...)` refuses others), and the
+  loop's own position fields (epoch, or iteration and data position).
+  A process without a saved RNG state (another process count) keeps its
+  fresh one; process 0 always continues its own.
+- Failure: leaving the `with` block by an exception still writes memory.json
+  and closes the trackers; `execute(main, args)` marks run.json
+  "interrupted" (KeyboardInterrupt, SIGTERM) or "failed" and prints one line
+  on stderr. A NaN loss is `TrainingDiverged`, naming the step.
+
+`optimizer_step()` is the one order of the hooks after backward, for every
+loop: unscale (fp16) -> pruner.mask_gradients -> clip -> optimizer step ->
+zero gradients -> pruner.step -> scheduler.step. Pruners that learn from
+gradients (movement) therefore read unscaled gradients, and none on a step
+whose gradients are not finite (the step the scaler skips).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lib import checkpoint, distributed, monitor, pruning, tracking
+from lib.data import DatasetMissing
+from lib.results import SCHEMA, RunRecord, write_json
+
+BUNDLE = 2  # checkpoint.pt layout; a checkpoint without it was written before the one lifecycle
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+UNIT_WORDS = {"epoch": ("epoch", "epochs"), "iter": ("iteration", "iterations")}  # a history key: how it is said
+
+
+class TrainingDiverged(Exception):
+    pass
+
+
+# Errors whose message already says what is wrong and what to do.
+EXPLAINED = (TrainingDiverged, DatasetMissing, checkpoint.CorruptCheckpoint, ValueError)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The validation figure that decides best.pt: a history key and its direction."""
+
+    metric: str
+    higher: bool
+
+    def better(self, value: float, best: float | None) -> bool:
+        if value is None or math.isnan(value):
+            return False
+        return best is None or (value > best if self.higher else value < best)
+
+
+ACCURACY = Goal("val_accuracy", higher=True)
+LOSS = Goal("val_loss", higher=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no GPU is visible; pick CPU or auto (CONFIG_DEVICE_*)")
+    return torch.device(name)
+
+
+def precision(amp: str, device: torch.device, *, note: bool = True) -> str:
+    """The mixed precision a run uses: `amp`, or "off" (with a note) off CUDA; bf16 needs GPU support."""
+    if amp != "off" and device.type != "cuda":
+        if note:
+            print(f"note: --amp {amp} is ignored on {device.type} (mixed precision is used on CUDA only)", flush=True)
+        return "off"
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("--amp bf16: this GPU has no bfloat16 support; use --amp fp16")
+    return amp
+
+
+def autocast(device: torch.device, amp: str):
+    """The mixed-precision context for `amp` ("off", "bf16", "fp16"); a no-op off CUDA or when off."""
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer holds is finite (what the gradient scaler checks before stepping)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return not grads or bool(torch.nn.utils.get_total_norm(grads).isfinite())
+
+
+def optimizer_step(optimizer, scaler=None, pruner=None, scheduler=None, *, clip: float = 0.0) -> None:
+    """Everything between backward and the next forward pass, in the one order every loop uses.
+
+    `scaler`: a GradScaler (None or disabled: plain float32 steps). With an
+    enabled one the gradients are unscaled first, so the pruner reads and
+    `clip` (the global norm over the optimizer's parameters, 0 = off) limits
+    true gradients; on a step with non-finite gradients the scaler skips the
+    optimizer step and the pruner learns nothing from it (`accumulate=False`).
+    """
+    scaling = scaler is not None and scaler.is_enabled()
+    if scaling:
+        scaler.unscale_(optimizer)
+    if pruner is not None:
+        pruner.mask_gradients(accumulate=not scaling or gradients_finite(optimizer))
+    if clip:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+    if scaling:
+        scaler.step(optimizer)  # skipped when the gradients overflowed
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if pruner is not None:
+        pruner.step()
+    if scheduler is not None:
+        scheduler.step()  # once per optimizer step
+
+
+class Run:
+    """One training run's lifecycle (see the module docstring); use it as a context manager."""
+
+    def __init__(self, args, *, model: str, dataset: str, unit: str, goal: Goal):
+        if unit not in UNIT_WORDS:
+            raise ValueError(f"unknown run unit {unit!r}; valid: {', '.join(UNIT_WORDS)}")
+        self.args, self.model_name, self.dataset, self.unit, self.goal = args, model, dataset, unit, goal
+        self.out = Path(args.output_dir)
+        device = resolve_device(args.device)
+        self.ctx = distributed.setup(device.type)
+        self.device = distributed.device_for(self.ctx, device.type)
+        self.is_main = self.ctx.is_main
+        self.amp = precision(args.amp, self.device, note=self.is_main)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.generator: torch.Generator | None = None
+        self.budget: dict | None = None
+        self.model = self.optimizer = self.scheduler = self.pruner = None
+        self.include_tied_head, self.best_extra, self.fixed = False, {}, {}
+        self.history: list[dict] = []
+        self.best = {"value": None, "at": None}
+        self.elapsed_before = 0.0  # seconds of earlier attempts
+        self.metrics: dict = {}
+        self.record = RunRecord(self.out) if self.is_main else None
+        self.monitor, self.trackers = monitor.Monitor(None), tracking.Trackers()  # real ones from start(), on process 0
+        self._started: float | None = None
+        self._open = False
+
+    # -- processes --------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self.ctx.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.ctx.world_size
+
+    @property
+    def distributed(self) -> bool:
+        return self.ctx.distributed
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is not None:
+                try:
+                    self._close(exit_code=130 if issubclass(exc_type, KeyboardInterrupt) else 1)
+                except Exception as e:  # the failure being raised matters more than the monitor's last write
+                    print(f"warning: could not close the memory monitor or trackers: {e}", file=sys.stderr)
+        finally:
+            distributed.teardown(self.ctx)
+        return False
+
+    # -- building -----------------------------------------------------------------------
+    def seed(self, offset: int = 0) -> torch.Generator:
+        """Seed Python, NumPy and torch with --seed + offset; the returned generator (the data loader's) is checkpointed."""
+        self.generator = checkpoint.seed_everything(self.args.seed + offset)
+        return self.generator
+
+    def extend_budget(self, length: int) -> int:
+        """`length` (epochs or iterations) lengthened by --budget-extension %; run.json records it."""
+        self.budget = pruning.budget_record(length, self.args.budget_extension, f"{self.unit}s")
+        if self.budget["trained"] != length and self.is_main:
+            print(f"training budget extended by {self.budget['extension_percent']:g}%: "
+                  f"{length} -> {self.budget['trained']} {UNIT_WORDS[self.unit][1]}", flush=True)
+        return self.budget["trained"]
+
+    def attach(self, model, optimizer, scheduler, pruner, *, include_tied_head: bool = False, best_extra: dict | None = None) -> None:
+        """What the checkpoint bundle holds and the reports read. `model` owns the weights (not a DDP or compiled wrapper)."""
+        self.model, self.optimizer, self.scheduler, self.pruner = model, optimizer, scheduler, pruner
+        self.include_tied_head = include_tied_head  # GPT-2: sparsity reported over the tied head too when it is pruned
+        self.best_extra = dict(best_extra or {})  # more fields for best.pt (GPT-2: the model config)
+
+    def wrap(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """(training module, evaluation module): compiled with --compile; the training one DDP-wrapped under torchrun."""
+        net = torch.compile(model) if self.args.compile else model
+        train_net = net
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        return train_net, net
+
+    def autocast(self):
+        return autocast(self.device, self.amp)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def resume(self, fixed: dict | None = None) -> dict:
+        """With --resume and a checkpoint.pt: restore the bundle and return the checkpoint; else {}.
+
+        `fixed`: settings that fix the data order or the model's shape; a
+        checkpoint made with other values is refused (and kept).
+        """
+        self.fixed = dict(fixed or {})
+        path = self.out / "checkpoint.pt"
+        if not (self.args.resume and path.exists()):
+            return {}
+        state = checkpoint.load(path, map_location=self.device)
+        if state.get("bundle") != BUNDLE:
+            raise checkpoint.CorruptCheckpoint(
+                f"{path} was written by an older version of the harness and cannot be resumed; it was kept. "
+                "Move it aside to restart this run from the beginning."
+            )
+        saved = state["fixed"]
+        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in self.fixed.items() if saved.get(k) != v]
+        if changed:
+            raise ValueError(f"{path} was made with other settings ({'; '.join(changed)}); it was kept, "
+                             "restore the settings or move it aside to start over")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.pruner is not None:
+            self.pruner.load_state_dict(state["pruner"])
+        if self.scaler.is_enabled() and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        ranks = state["rng"]  # one entry per process that wrote it
+        if len(ranks) == self.world_size:
+            checkpoint.set_rng_state(ranks[self.rank], self.generator)
+        elif self.is_main:  # another process count: the others keep their fresh streams
+            checkpoint.set_rng_state(ranks[0], self.generator)
+            print(f"note: the checkpoint was written by {len(ranks)} process(es); only process 0's RNG state carries over", flush=True)
+        self.history, self.best, self.elapsed_before = state["history"], state["best"], state["elapsed_s"]
+        if self.is_main:
+            print(f"resumed from {path} at {UNIT_WORDS[self.unit][0]} {state[self.unit]}", flush=True)
+        return state
+
+    def _bundle(self, rng: list, step: int, fields: dict) -> dict:
+        return {
+            "bundle": BUNDLE,
+            self.unit: step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "pruner": self.pruner.state_dict() if self.pruner is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": rng,
+            "fixed": self.fixed,
+            "history": self.history,
+            "best": self.best,
+            "elapsed_s": self.elapsed(),
+            **fields,
+        }
+
+    # -- the record ----------------------------------------------------------------------
+    def header(self, **extra) -> dict:
+        """metrics.json without its final block: what ran (plus a loop's `extra` fields) and the history."""
+        a, pruned = self.args, self.pruner is not None
+        return {
+            "schema": SCHEMA,
+            "run_id": self.out.name,
+            "model": self.model_name,
+            "dataset": self.dataset,
+            "optimizer": a.optimizer,
+            "variant": a.pruning_variant if pruned else None,
+            "pruning": a.pruning_method,
+            "target_sparsity": a.target_sparsity if pruned else 0.0,
+            "seed": a.seed,
+            **extra,
+            "history": self.history,
+        }
+
+    def start(self, **header) -> None:
+        """The run begins (after `resume`): run.json "running", the monitor and trackers (process 0), the clock."""
+        self.metrics = self.header(**header)
+        self._started = time.monotonic()
+        if not self.is_main:
+            return
+        self.record.start(self.out.name, sys.argv, self.args.seed)
+        if self.budget is not None and self.budget["extension_percent"]:
+            self.record.update(budget=self.budget)
+        self.monitor = monitor.for_run(self.args, self.device, self.out)
+        self.trackers = tracking.for_run(self.args, model=self.model_name, dataset=self.dataset, run_dir=self.out)
+        self.monitor.on_sample = self.trackers.log_memory if self.trackers.trackers else None
+        self._open = True
+        self._note_warnings()
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of this run, earlier attempts included."""
+        return self.elapsed_before + (time.monotonic() - self._started if self._started is not None else 0.0)
+
+    def sparsity(self) -> dict:
+        """The sparsity report over what the pruner prunes (the default selection for a dense run)."""
+        params = self.pruner.params if self.pruner is not None else None
+        return pruning.sparsity_report(self.model, self.include_tied_head, params=params)
+
+    def at_target(self) -> bool:
+        return self.pruner is None or self.pruner.sparsity >= self.pruner.schedule.target
+
+    def evaluated(self, entry: dict, **fields) -> bool:
+        """Record one evaluation on every process; returns whether it is the new best.
+
+        `entry` is the history entry (it holds the unit key, "epoch" or
+        "iter", and the goal's metric); `fields` are the loop's own position
+        fields for checkpoint.pt. Process 0 writes best.pt (when better and
+        at the target sparsity), checkpoint.pt, metrics.json and memory.json,
+        logs to the trackers and beats run.json's heartbeat.
+        """
+        self.history.append(entry)
+        step, value = entry[self.unit], entry[self.goal.metric]
+        improved = self.at_target() and self.goal.better(value, self.best["value"])
+        if improved:
+            self.best = {"value": value, "at": step}
+        rng = distributed.gather_objects(checkpoint.rng_state(self.generator))  # every process's, in rank order
+        if not self.is_main:
+            return improved
+        if improved:
+            checkpoint.save(self.out / "best.pt", {"model": self.model.state_dict(), self.unit: step,
+                                                   self.goal.metric: value, **self.best_extra})
+        checkpoint.save(self.out / "checkpoint.pt", self._bundle(rng, step, fields))
+        write_json(self.out / "metrics.json", self.metrics)
+        self.monitor.write(self.out / monitor.FILENAME)
+        self.trackers.log(entry, step=step)
+        self._note_warnings()
+        self.record.heartbeat()
+        return improved
+
+    def final_block(self, results: dict) -> dict:
+        """metrics.json's "final": the loop's `results` first, then what every run reports."""
+        report = self.sparsity()
+        final = {
+            **results,
+            "best_at": self.best["at"],
+            "sparsity_prunable": report["sparsity_prunable"],
+            "sparsity_global": report["sparsity_global"],
+            "train_time_s": self.history[-1]["elapsed_s"],
+            "peak_memory_mib": self.monitor.peak_memory_mib(),
+            "params": report["params"],
+            "nonzero_params": report["nonzero_params"],
+            "layers": report["layers"],
+        }
+        if self.pruner is not None:
+            final["pruning"] = self.pruner.summary()  # scheduled vs achieved sparsity, layer levels, RATIO check
+        return final
+
+    def finish(self, results: dict) -> dict:
+        """The run completed: the final block into metrics.json, the observers closed, run.json "completed"."""
+        self.metrics["final"] = self.final_block(results)
+        if self.is_main:
+            write_json(self.out / "metrics.json", self.metrics)
+            self.trackers.summary(self.metrics["final"])
+            self._close(exit_code=0)
+            self.record.finish("completed", exit_code=0)
+        return self.metrics
+
+    def _note_warnings(self) -> None:
+        """Copy the monitor's and trackers' warnings into run.json when they changed."""
+        found = self.monitor.warnings + self.trackers.warnings
+        if found and self.record.data.get("warnings") != found:
+            self.record.update(warnings=found)
+
+    def _close(self, exit_code: int) -> None:
+        """Final memory.json and tracker finish, once; on failure too, so nothing is left half-written."""
+        if not self._open:
+            return
+        self._open = False
+        self.monitor.stop()
+        self.monitor.write(self.out / monitor.FILENAME)
+        self.trackers.finish(exit_code=exit_code)
+        self._note_warnings()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def execute(main, args) -> int:
+    """Call a trainer's main(args); turn a failure into a marked run.json and one stderr line; the exit code."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        main(args)
+        return 0
+    except KeyboardInterrupt:
+        _mark(args, "interrupted", 130, "interrupted")
+        print(f"error: {Path(args.output_dir).name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every failure is recorded, then reported in one line
+        message = str(e) if isinstance(e, EXPLAINED) else f"{type(e).__name__}: {e}"
+        _mark(args, "failed", 1, message)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _mark(args, status: str, code: int, message: str) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only process 0 writes run.json
+        return
+    record = RunRecord(args.output_dir)
+    if record.data.get("status") != "running":  # the run failed before it started: this attempt is still recorded
+        record.start(Path(args.output_dir).name, sys.argv, args.seed)
+    record.finish(status, exit_code=code, error=message)

@@ -1,0 +1,87 @@
+"""lib.run: the lifecycle every trainer shares (best model, budget, checkpoint bundle, optimizer step)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from lenet5 import train as lenet5_train
+from lib import checkpoint, classifier, optim, pruning
+from lib.results import read_json
+from lib.run import ACCURACY, Run, execute, optimizer_step
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def parse(out, *flags):
+    return lenet5_train.parse_args(["--output-dir", str(out), "--device", "cpu", "--monitor", "off", *flags])
+
+
+def tiny_task():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=g)
+    return TensorDataset(x[:32], x[:32, :3].argmax(1)), TensorDataset(x[32:], x[32:, :3].argmax(1))
+
+
+def fit_tiny(args) -> int:
+    train_set, val_set = tiny_task()
+    return execute(lambda a: classifier.fit(a, lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)),
+                                            train_set, val_set, model_name="tiny", dataset="synthetic"), args)
+
+
+def test_the_best_model_counts_only_at_the_target_sparsity(tmp_path):
+    args = parse(tmp_path / "r", "--optimizer", "adamw", "--pruning-method", "magnitude", "--target-sparsity", "0.5")
+    with Run(args, model="tiny", dataset="synthetic", unit="epoch", goal=ACCURACY) as run:
+        run.seed()
+        model = nn.Linear(6, 3)
+        opt = optim.from_args(args, model)
+        pruner = pruning.from_args(args, model, opt, 10)
+        run.attach(model, opt, optim.scheduler_from_args(args, opt, 10), pruner)
+        run.resume()
+        run.start()
+        for epoch, accuracy in enumerate([90.0, 80.0, 70.0, 75.0], 1):
+            if epoch == 3:
+                pruner.update_masks(pruner.schedule.target)
+            run.evaluated({"epoch": epoch, "val_accuracy": accuracy, "elapsed_s": run.elapsed()})
+        metrics = run.finish({"accuracy": accuracy, "best_accuracy": run.best["value"]})
+    final = metrics["final"]
+    assert final["best_accuracy"] == 75.0 and final["best_at"] == 4  # 90 and 80 were dense
+    assert torch.load(tmp_path / "r" / "best.pt", weights_only=False)["epoch"] == 4
+    assert final["pruning"]["achieved_sparsity"] == pytest.approx(0.5, abs=0.1)
+    assert read_json(tmp_path / "r" / "metrics.json") == metrics and read_json(tmp_path / "r" / "run.json")["status"] == "completed"
+
+
+def test_a_budget_extension_lengthens_the_run_and_is_recorded(tmp_path):
+    out = tmp_path / "ext"
+    assert fit_tiny(parse(out, "--epochs", "2", "--batch-size", "8", "--budget-extension", "50")) == 0
+    assert [h["epoch"] for h in read_json(out / "metrics.json")["history"]] == [1, 2, 3]
+    assert read_json(out / "run.json")["budget"] == {"extension_percent": 50.0, "unit": "epochs", "base": 2, "trained": 3}
+
+
+def test_a_checkpoint_of_another_layout_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    checkpoint.save(out / "checkpoint.pt", {"epoch": 1, "model": {}, "rng": {}, "rng_ranks": None})
+    before = (out / "checkpoint.pt").read_bytes()
+    assert fit_tiny(parse(out, "--epochs", "2", "--batch-size", "8", "--resume")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "older version of the harness" in err and "Move it aside" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert read_json(out / "run.json")["status"] == "failed"
+
+
+def test_clipping_under_a_scaler_limits_the_unscaled_gradients():
+    def one_step(scaler):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 4)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss = 100 * model(torch.randn(3, 5)).square().mean()  # gradient norm well above the clip
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        optimizer_step(opt, scaler, clip=1.0)
+        assert all(p.grad is None for p in model.parameters())  # zeroed for the next step
+        return [p.detach().clone() for p in model.parameters()]
+
+    for a, b in zip(one_step(None), one_step(torch.amp.GradScaler("cpu", init_scale=2.0**12))):
+        torch.testing.assert_close(a, b)
