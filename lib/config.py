@@ -15,8 +15,9 @@ a setting, and reaches a trainer as the flag its name spells.
     choice PRUNING_SCHEDULE,
       PRUNING_SCHEDULE_CUBIC=y    --pruning-schedule cubic   (a named choice; members <CHOICE>_<VALUE>)
 
-`CHOICE_VALUES` and `CHECKBOX_GROUPS` list where the rule does not hold. `settings()` derives the
-table from the Kconfig tree; `trainer_argv()` applies it to a typed config.
+`CHOICE_VALUES` and `CHECKBOX_GROUPS` list where the rule does not hold.
+`settings()` derives the table from the Kconfig tree; `trainer_argv()`
+applies it to a typed config.
 Which flags exist, with which types and defaults, is the trainers' business
 (their argparse parsers); the tests parse every flag the rule produces.
 """
@@ -40,6 +41,7 @@ KCONFIG = "Kconfig"
 CHOICE_VALUES = {"LR_SCHEDULE_WARMUP_COSINE": "warmup_cosine"}
 # Several trackers at once: the checked boxes join into one comma-separated flag value.
 CHECKBOX_GROUPS = {"--tracker": {symbol: name for name, symbol in tracking_spec.SYMBOLS.items()}}
+
 
 class ConfigError(Exception):
     """A problem with the configuration that the person has to fix."""
@@ -115,7 +117,7 @@ def _settings(kconfig_file: str) -> tuple[Setting, ...]:
         if isinstance(item, kconfiglib.Choice) and node is item.nodes[0]:
             out.append(_choice(item, models))
         elif (
-            isinstance(item, kconfiglib.Symbol) and node.prompt and node is item.nodes[0]
+            isinstance(item, kconfiglib.Symbol) and node is item.nodes[0] and any(n.prompt for n in item.nodes)
             and item.choice is None and item.name not in consumed and item.name not in grouped
         ):
             flag, model = flag_of(item.name, models)

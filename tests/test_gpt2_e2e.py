@@ -25,7 +25,7 @@ def _common(data_dir) -> list[str]:
         "--device", "cpu", "--monitor", "off", "--optimizer", "adamw", "--data-dir", str(data_dir),
         "--block-size", "16", "--batch-size", "2", "--grad-accum", "2", "--max-iters", "6",
         "--eval-interval", "2", "--eval-iters", "3", "--log-interval", "2",
-        "--lr-schedule", "warmup_cosine", "--lr-warmup", "34", "--lr-min", "1e-4",
+        "--lr-schedule", "warmup_cosine", "--lr-warmup-percent", "34", "--lr-min", "1e-4",
     ]
 
 

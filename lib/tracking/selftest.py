@@ -21,7 +21,7 @@ failure that says what was missing.
   format is never decoded.
 
 `view` serves trackio's dashboard for the tracking directory. The directory
-is --tracking-dir, else CONFIG_TRACKER_DIR from .config, else "tracking".
+is --tracking-dir, else CONFIG_TRACKING_DIR from .config, else "tracking".
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def tracking_dir(explicit: str | None) -> Path:
         from lib import config
 
         try:
-            return Path(config.load(".config").get("TRACKER_DIR") or DEFAULT_DIR)
+            return Path(config.load(".config").get("TRACKING_DIR") or DEFAULT_DIR)
         except config.ConfigError:
             pass
     return Path(DEFAULT_DIR)
@@ -150,7 +150,7 @@ def view(directory: Path, project: str | None) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("trackio", "wandb", "view"))
-    p.add_argument("--tracking-dir", default=None, help="default: CONFIG_TRACKER_DIR from .config, else 'tracking'")
+    p.add_argument("--tracking-dir", default=None, help="default: CONFIG_TRACKING_DIR from .config, else 'tracking'")
     p.add_argument("--project", default=None, help="view: open this project (default: the dashboard's list)")
     args = p.parse_args(argv)
     directory = tracking_dir(args.tracking_dir)
