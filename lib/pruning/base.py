@@ -138,13 +138,8 @@ class Pruner(ABC):
             raise ValueError(f"unknown re-mask mode {remask!r}; valid: {', '.join(REMASK)}")
         self.remask = remask
         self.layer_adaptive = layer_adaptive or LayerAdaptive()
-        entries = prunable_entries(
-            model,
-            include_tied_head,
-            include_embeddings=include_embeddings,
-            include_norms=include_norms,
-            include_biases=include_biases,
-        )
+        include = dict(include_embeddings=include_embeddings, include_norms=include_norms, include_biases=include_biases)
+        entries = prunable_entries(model, include_tied_head, **include)
         if not entries:
             raise ValueError(f"{type(model).__name__} has no prunable (linear or convolution) weights")
         if scope == "adaptive":  # refused now, not at the last mask update
@@ -172,10 +167,6 @@ class Pruner(ABC):
     @abstractmethod
     def score(self, index: int) -> torch.Tensor:
         """Importance of every entry of the `index`-th prunable tensor (higher = keep)."""
-
-    def scores(self) -> list[torch.Tensor]:
-        """Importance of every prunable weight, one tensor per entry of `self.params`."""
-        return [self.score(i) for i in range(len(self.params))]
 
     def allocation(self, sparsity: float) -> list[tuple[list[int], int]]:
         """Groups of tensor indices and how many entries each group prunes at `sparsity`."""
