@@ -3,6 +3,7 @@
 #   make defconfig-<name> | make menuconfig    choose what to compare (.config)
 #   make                                       run the matrix, draw its graphs
 #   make continue                              resume an interrupted matrix
+#   make publish-graphs RESULTS=results/<id>   show that matrix's graphs in images/ (make never writes there)
 #
 # PYTHON=/path/to/python uses your own environment instead of .venv.
 # V=1 shows the commands.
