@@ -225,6 +225,8 @@ def cmd_run(args) -> int:
     matrix_id = f"{datetime.now():%Y%m%d-%H%M%S}-{matrix_name(values)}"
     with lock(results_root, matrix_id):
         matrix_dir = results_root / matrix_id
+        if matrix_dir.exists():  # ids have one-second resolution
+            raise MatrixError(f"{matrix_dir} already exists (a matrix started within the same second); run make again")
         overrides = overrides_from(args)
         runs = plan(values, matrix_dir, overrides)
         matrix_dir.mkdir(parents=True)

@@ -151,3 +151,16 @@ def test_matrix_name_follows_the_defconfig_record(tmp_path, monkeypatch):
     write_json(tmp_path / "build" / "defconfig.json", {"name": "quickstart", "config_hash": config.config_hash(values)})
     assert runner.matrix_name(values) == "quickstart"
     assert runner.matrix_name({"A": 2}) == "custom"
+
+
+def test_a_second_matrix_in_the_same_second_is_refused_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from datetime import datetime
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner.config, "load", lambda path: {"RESULTS_DIR": "results"})
+    monkeypatch.setattr(runner, "matrix_name", lambda values: "x")
+    stamp = datetime(2026, 1, 1, 12, 0, 0)
+    monkeypatch.setattr(runner, "datetime", type("Frozen", (), {"now": staticmethod(lambda: stamp)}))
+    (tmp_path / "results" / "20260101-120000-x").mkdir(parents=True)
+    assert runner.main(["run"]) == 2
+    assert "results/20260101-120000-x already exists" in capsys.readouterr().err
