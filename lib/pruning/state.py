@@ -84,7 +84,7 @@ def _abs32(x: torch.Tensor) -> torch.Tensor:
 
 
 # Each factor is computed in place on one new tensor; |w| * x as |w * x| (the same float for x >= 0);
-# x ** 0.25 as sqrt(sqrt(x)) (within an ulp of pow, several times faster on the CPU).
+# x ** 0.25 as sqrt(sqrt(x)) (within an ulp of pow, and cheaper).
 def _magnitude(w, m, v, eps):
     return _abs32(w)
 
