@@ -12,7 +12,6 @@ passed to trainers.
 
 from __future__ import annotations
 
-import functools
 import sys
 from dataclasses import asdict, dataclass
 
@@ -36,12 +35,11 @@ PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude", "PRUNING_MO
 RUNNER_SYMBOLS = {"SEEDS", "SPARSITIES", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS", "DDP_PROCS"}
 
 
-@functools.cache
 def variants() -> dict[str, str]:
     """State-pruning variants: Kconfig symbol PRUNING_STATE_<NAME> -> name, one per `state.VARIANTS` entry.
 
-    State runs expand over the checked ones (and only state runs have one). Imported on first
-    use: the pruning package brings torch with it.
+    State runs expand over the checked ones (and only state runs have one). Read from the
+    registry on each call, imported only then: the pruning package brings torch with it.
     """
     from lib.pruning.state import VARIANTS
 
