@@ -62,6 +62,33 @@ def test_flags_reach_the_pruner():
     assert pruning.from_args(parse([]), model, opt, 100) is None
 
 
+
+def test_movement_mode_bitter7_eps_and_gradual_schedule_reach_the_pruner_from_kconfig(tmp_path, monkeypatch):
+    """The settings added to the pruning family travel .config -> argv -> flags -> pruner."""
+    monkeypatch.chdir(REPO)
+    values = values_of("""CONFIG_MODEL_LENET5=y
+CONFIG_OPTIMIZER_ADAMW=y
+CONFIG_OPTIMIZER_ADAMWPRUNE=y
+CONFIG_PRUNING_MOVEMENT=y
+CONFIG_PRUNING_STATE=y
+CONFIG_PRUNING_STATE_BITTER7=y
+CONFIG_PRUNING_SCHEDULE_GRADUAL=y
+CONFIG_PRUNING_MOVEMENT_MODE_TOPK=y
+CONFIG_PRUNING_BITTER7_EPS_OUTSIDE=y
+CONFIG_SPARSITIES="0.5"
+""", tmp_path)
+    model = LeNet5()
+    opt = torch.optim.AdamW(model.parameters())
+    built = {}
+    for spec in matrix.expand(values):
+        argv = matrix.argv(spec, values, str(tmp_path / "run"))
+        args = parse(argv[argv.index("-m") + 2:])
+        built[spec.pruning] = pruning.from_args(args, model, opt, total_steps=100)
+    assert built["movement"].mode == "topk"
+    assert built["state"].bitter7_eps == "outside"
+    assert built["state"].schedule.kind == "gradual" == built["movement"].schedule.kind
+
+
 def values_of(text: str, tmp_path) -> dict:
     path = tmp_path / ".config"
     path.write_text(text)

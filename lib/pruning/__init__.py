@@ -41,6 +41,8 @@ def build(
     include_norms: bool = False,
     include_biases: bool = False,
     remask: str = "update",
+    movement_mode: str = "grow",
+    bitter7_eps: str = "inside",
 ) -> Pruner | None:
     """The pruner for `method`.
 
@@ -48,7 +50,9 @@ def build(
     embedding (GPT-2). `variant` (bitter*) is required by, and only valid
     for, "state"; `scope` applies to magnitude and movement; `ratio` (RATIO
     group budgets) and `structure_weights` apply to state pruning; `remask`
-    ("step" or "update") says when pruned weights and moments are zeroed.
+    ("step" or "update") says when pruned weights and moments are zeroed;
+    `movement_mode` ("grow" or "topk") applies to movement, `bitter7_eps`
+    ("inside" or "outside" the fourth root) to state pruning.
     """
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(METHODS)}")
@@ -71,9 +75,12 @@ def build(
     if method == "state":
         if variant is None:
             raise ValueError(f"state pruning needs a variant; valid: {', '.join(VARIANTS)}")
-        return cls(model, schedule, frequency, variant=variant, structure_weights=structure_weights, ratio=ratio, **common)
+        return cls(model, schedule, frequency, variant=variant, structure_weights=structure_weights, ratio=ratio,
+                   bitter7_eps=bitter7_eps, **common)
     if scope not in ("global", "layer"):
         raise ValueError(f"unknown pruning scope {scope!r} for {method}; valid: global, layer")
+    if method == "movement":
+        common["mode"] = movement_mode
     return cls(model, schedule, frequency, scope=scope, **common)
 
 
@@ -101,4 +108,6 @@ def from_args(args, model, optimizer, total_steps: int, steps_per_epoch: int = 1
         include_norms=s.prune_norms,
         include_biases=s.prune_biases,
         remask=s.pruning_remask,
+        movement_mode=s.pruning_movement_mode,
+        bitter7_eps=s.pruning_bitter7_eps,
     )

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from lib.pruning.base import REMASK
 from lib.pruning.layer_adaptive import check_target
 from lib.pruning.magnitude import MagnitudePruner
+from lib.pruning.movement import MODES as MOVEMENT_MODES
 from lib.pruning.movement import MovementPruner
 from lib.pruning.schedule import SCHEDULES, UNITS, SparsitySchedule
-from lib.pruning.state import VARIANTS, RatioSettings, StatePruner
+from lib.pruning.state import BITTER7_EPS, VARIANTS, RatioSettings, StatePruner
 from lib.pruning.structure import StructureWeights
 from lib.settings import Settings
 
@@ -44,6 +45,10 @@ def add_arguments(parser) -> None:
                    help="zero pruned weights and optimizer moments after every step, or only when masks change")
     g.add_argument("--pruning-scope", default="global", choices=SCOPES,
                    help="magnitude and movement: one global threshold, or every layer at the scheduled level")
+    g.add_argument("--pruning-movement-mode", default="grow", choices=MOVEMENT_MODES,
+                   help="movement: grow (masks only grow) or topk (every update keeps the top scores afresh; pruned weights can return)")
+    g.add_argument("--pruning-bitter7-eps", default="inside", choices=BITTER7_EPS,
+                   help="bitter7: eps inside the fourth root, |w| * (|v| + eps)^0.25, or after it, |w| * (|v|^0.25 + eps)")
     g.add_argument("--prune-embeddings", action="store_true", help="also prune embedding tables")
     g.add_argument("--prune-norms", action="store_true", help="also prune normalisation weights")
     g.add_argument("--prune-biases", action="store_true", help="also prune biases")
@@ -109,6 +114,8 @@ class PruningSettings(Settings):
     pruning_frequency: int
     pruning_remask: str
     pruning_scope: str
+    pruning_movement_mode: str
+    pruning_bitter7_eps: str
     prune_embeddings: bool
     prune_norms: bool
     prune_biases: bool
