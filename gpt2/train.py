@@ -117,6 +117,7 @@ def global_mean(loss_sum: torch.Tensor, iters: int, args) -> float:
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Train GPT-2 as `args` says (under torchrun: one process of a DDP run); returns the metrics.json content."""
     with Run(args, model="gpt2", dataset=args.dataset, unit="iter", goal=LOSS) as run:
         device = run.device
         if device.type == "cuda":
@@ -156,6 +157,7 @@ def main(args: argparse.Namespace) -> dict:
                   f"{tokens_per_iter} tokens per iteration, {train_data.n_windows} training windows", flush=True)
 
         def evaluate_and_save(train_loss: float | None) -> None:
+            """Validation at iteration `it`: one history entry; the Run writes checkpoint.pt, best.pt and metrics.json."""
             if train_loss is not None and not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} by iteration {it}")
             val_loss = estimate_loss(eval_net, val_data, args, n_eval, run)

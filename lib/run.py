@@ -167,12 +167,16 @@ class Run:
         self.out = Path(args.output_dir)
         device = resolve_device(args.device)
         self.ctx = distributed.setup(device.type)
-        self.device = distributed.device_for(self.ctx, device.type)
-        self.is_main = self.ctx.is_main
-        self.amp = precision(args.amp, self.device, note=self.is_main)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.device = distributed.device_for(self.ctx, device.type)
+            self.is_main = self.ctx.is_main
+            self.amp = precision(args.amp, self.device, note=self.is_main)
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+            if self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+        except BaseException:  # the `with` block never started: leave the process group here
+            distributed.teardown(self.ctx)
+            raise
         self.generator: torch.Generator | None = None
         self.budget: dict | None = None
         self.model = self.optimizer = self.scheduler = self.pruner = None

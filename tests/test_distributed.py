@@ -1,5 +1,6 @@
-"""lib.distributed: single-process answers, and a real two-process gloo group."""
+"""lib.distributed: single-process answers, a real two-process gloo group, and a run on one resumed on the other."""
 
+import json
 import os
 import socket
 
@@ -66,3 +67,37 @@ def test_two_processes_with_gloo():
         (0, "gloo", 2, True, 3.0, True, ["rank0", "rank1"]),
         (1, "gloo", 2, False, 3.0, True, ["rank0", "rank1"]),
     ]
+
+
+def _fit_worker(rank: int, port: int, out: str, queue) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from test_run import fit_tiny, parse
+
+    queue.put((rank, fit_tiny(parse(out, "--epochs", "2", "--batch-size", "8"))))
+
+
+def test_a_run_of_two_processes_resumes_on_one(tmp_path, capsys):
+    """classifier.fit on a gloo group of two; then --resume in this one process: only rank 0's RNG state carries over."""
+    from test_run import fit_tiny, parse
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_fit_worker, args=(r, port, str(out), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    assert sorted(queue.get(timeout=300) for _ in procs) == [(0, 0), (1, 0)]
+    for p in procs:
+        p.join(timeout=60)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert len(state["rng"]) == 2 and state["epoch"] == 2
+    capsys.readouterr()
+    assert fit_tiny(parse(out, "--epochs", "3", "--batch-size", "8", "--resume")) == 0
+    assert "written by 2 process(es); only process 0's RNG state carries over" in capsys.readouterr().out
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert len(torch.load(out / "checkpoint.pt", weights_only=False)["rng"]) == 1
