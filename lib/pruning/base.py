@@ -1,32 +1,13 @@
-"""The pruner interface every method implements.
+"""The pruner interface every method implements (the training-loop contract is in docs/pruning.md).
 
-A pruner owns one boolean mask per prunable tensor (1 byte per parameter),
-registered on the owning module as a non-persistent buffer
-(`pruning_mask_<attr>`: it follows `model.to(device)` but stays out of
-`model.state_dict()`, so best.pt loads into a plain model) and saved in
-checkpoint.pt through `Pruner.state_dict()`. Each optimizer step goes:
-
-    loss.backward()
-    pruner.mask_gradients()   # pruned entries get no gradient
-    optimizer.step()
-    pruner.step()             # maybe update masks on schedule; when they
-                              # change, zero weights and the optimizer's moments
-
-so pruned weights stay exactly zero: between mask updates the masked gradient
-keeps them and their moments at exactly zero for every optimizer of lib.optim
-(all update elementwise from the gradient, the weight and moments that are
-already zero). `remask="step"` re-zeroes them after every step instead, three
-more memory passes per step, for optimizers from elsewhere. Zeroing is one
-multi-tensor multiply by the masks (`masking.mask_multiply_`).
-
-A method supplies `score(i)` for its i-th tensor: higher means more
-important. How many entries each group of tensors loses is the allocation:
-"global" (one group: all prunable weights), "layer" (every tensor at the
-scheduled level) or "adaptive" (by depth, see `layer_adaptive`); subclasses
-may group tensors otherwise (RATIO). Each group prunes exactly its count,
-already-pruned entries first (masks only grow), the rest by score with ties
-in flat index order (`threshold.lowest_keep`, exact and deterministic on
-every device).
+A pruner owns one bool mask per prunable tensor (1 byte per parameter), a
+non-persistent buffer `pruning_mask_<attr>` on the owning module (it follows
+`model.to()`, stays out of `model.state_dict()`) saved through
+`Pruner.state_dict()`. Per optimizer step: backward, `mask_gradients()`,
+`optimizer.step()`, `step()`; pruned weights and their optimizer moments stay
+exactly zero. A method supplies `score(i)` (higher = keep); the allocation
+says how many entries each group of tensors prunes, and each group loses
+exactly that many, already-pruned entries first (`threshold.lowest_keep`).
 """
 
 from __future__ import annotations
@@ -39,26 +20,14 @@ from torch import nn
 from lib.pruning.layer_adaptive import LayerAdaptive
 from lib.pruning.masking import mask_multiply_
 from lib.pruning.schedule import SparsitySchedule
-from lib.pruning.threshold import keep_top, lowest_keep  # noqa: F401  (keep_top is public API)
+from lib.pruning.threshold import lowest_keep
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_TYPES = tuple(
-    t
-    for t in (
-        nn.LayerNorm,
-        nn.GroupNorm,
-        nn.LocalResponseNorm,
-        getattr(nn, "RMSNorm", None),
-        nn.modules.batchnorm._BatchNorm,
-        nn.modules.instancenorm._InstanceNorm,
-    )
-    if t is not None
-)
-# Per-parameter optimizer state zeroed with the weights (SGD, Adam family).
-MOMENT_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._BatchNorm,
+              nn.modules.instancenorm._InstanceNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+MOMENT_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # zeroed with the weights
 SCOPES = ("global", "layer", "adaptive")
-# When pruned weights and moments are zeroed: after every step, or only when masks change.
-REMASK = ("step", "update")
+REMASK = ("step", "update")  # zero pruned weights and moments after every step, or only when masks change
 MASK_PREFIX = "pruning_mask_"
 
 
@@ -70,13 +39,11 @@ def prunable_entries(
     include_norms: bool = False,
     include_biases: bool = False,
 ) -> list[tuple[str, nn.Parameter, nn.Module, str]]:
-    """(name, parameter, owning module, attribute) of every prunable tensor, in module order.
+    """(name, parameter, owning module, attribute) of every prunable tensor, in module order, each tensor once.
 
-    By default: weights of linear and convolution layers. Embeddings, norm
-    weights and biases join only when asked; a linear layer whose weight is
-    shared with an embedding (a tied output head) is left out unless
-    `include_tied_head` (or the embedding itself is included). A shared
-    tensor appears once.
+    Linear and convolution weights; embeddings, norm weights and biases only
+    when asked; a weight tied to an embedding only with `include_tied_head`
+    (or the embeddings).
     """
     embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     out, seen = [], set()
@@ -116,54 +83,48 @@ class Pruner(ABC):
         model: nn.Module,
         schedule: SparsitySchedule,
         frequency: int = 1,
-        include_tied_head: bool = False,
-        optimizer: torch.optim.Optimizer | None = None,
         *,
+        optimizer: torch.optim.Optimizer | None = None,
+        include_tied_head: bool = False,
         scope: str = "global",
         remask: str = "update",
         layer_adaptive: LayerAdaptive | None = None,
-        include_embeddings: bool = False,
-        include_norms: bool = False,
-        include_biases: bool = False,
+        **include,
     ):
+        """`optimizer`: its moments are zeroed with pruned weights; `include`: `prunable_entries`'s switches."""
         if frequency < 1:
             raise ValueError(f"mask update frequency must be >= 1, got {frequency}")
         if scope not in SCOPES:
             raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
-        self.schedule = schedule
-        self.frequency = frequency
-        self.optimizer = optimizer  # its per-parameter moments are zeroed where weights are pruned
-        self.scope = scope
         if remask not in REMASK:
             raise ValueError(f"unknown re-mask mode {remask!r}; valid: {', '.join(REMASK)}")
+        self.schedule = schedule
+        self.frequency = frequency
+        self.optimizer = optimizer
+        self.scope = scope
         self.remask = remask
         self.layer_adaptive = layer_adaptive or LayerAdaptive()
-        include = dict(include_embeddings=include_embeddings, include_norms=include_norms, include_biases=include_biases)
         entries = prunable_entries(model, include_tied_head, **include)
         if not entries:
             raise ValueError(f"{type(model).__name__} has no prunable (linear or convolution) weights")
-        if scope == "adaptive":  # refused now, not at the last mask update
-            self.layer_adaptive.check([p.numel() for _, p, _, _ in entries], schedule.target)
         self.params = [(n, p) for n, p, _, _ in entries]
-        self._buffers = []  # (module, buffer name) holding each mask
-        for _, p, module, attr in entries:
-            buf = MASK_PREFIX + attr
-            module.register_buffer(buf, torch.ones_like(p, dtype=torch.bool), persistent=False)
-            self._buffers.append((module, buf))
         self.sizes = [p.numel() for _, p in self.params]
+        if scope == "adaptive":  # refused now, not at the last mask update
+            self.layer_adaptive.check(self.sizes, schedule.target)
+        self._buffers = [(module, MASK_PREFIX + attr) for _, _, module, attr in entries]  # where each mask lives
+        for (_, p), (module, buf) in zip(self.params, self._buffers):
+            module.register_buffer(buf, torch.ones_like(p, dtype=torch.bool), persistent=False)
         self.step_count = 0
         self.sparsity = 0.0  # the scheduled level the masks currently implement
 
-    # -- masks ----------------------------------------------------------------------
     def mask_list(self) -> list[torch.Tensor]:
-        """The mask tensors, in the order of `self.params` (read from the module buffers)."""
+        """The masks, in the order of `self.params`, read from the module buffers."""
         return [getattr(module, buf) for module, buf in self._buffers]
 
     @property
     def masks(self) -> dict[str, torch.Tensor]:
         return {n: m for (n, _), m in zip(self.params, self.mask_list())}
 
-    # -- what a method supplies ------------------------------------------------
     @abstractmethod
     def score(self, index: int) -> torch.Tensor:
         """Importance of every entry of the `index`-th prunable tensor (higher = keep)."""
@@ -177,14 +138,13 @@ class Pruner(ABC):
         counts = self.layer_adaptive.counts(self.sizes, sparsity)
         return [([i], c) for i, c in enumerate(counts)]
 
-    # -- the training-loop hooks -------------------------------------------------
     def mask_gradients(self, accumulate: bool = True) -> None:
         """Zero the gradients of pruned entries (between backward and the optimizer step).
 
         `accumulate=False`: the gradients are not finite (a step the gradient
         scaler skips); methods that learn from gradients leave their scores alone.
         """
-        mask_multiply_([p.grad for _, p in self.params], self.mask_list())  # a None gradient (no part in this backward) is skipped
+        mask_multiply_([p.grad for _, p in self.params], self.mask_list())
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -202,14 +162,18 @@ class Pruner(ABC):
         mask_multiply_(tensors, masks)
 
     def step(self) -> None:
-        """After every optimizer step: update the masks when the schedule says so."""
+        """After every optimizer step: update the masks when `due`, then zero what they prune."""
         self.step_count += 1
-        final = self.step_count >= self.schedule.ramp_end
-        updated = (self.step_count % self.frequency == 0 or final) and self.schedule(self.step_count) > self.sparsity
-        if updated:
-            self.update_masks(self.schedule(self.step_count))  # (update_masks and apply_masks run under no_grad)
-        if updated or self.remask == "step":
+        level = self.schedule(self.step_count)
+        if self.due(level):
+            self.update_masks(level)
             self.apply_masks()
+        elif self.remask == "step":
+            self.apply_masks()
+
+    def due(self, level: float) -> bool:
+        """Whether this step updates the masks to `level`: every `frequency` steps and from ramp end on, while it rises."""
+        return (self.step_count % self.frequency == 0 or self.step_count >= self.schedule.ramp_end) and level > self.sparsity
 
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
@@ -226,7 +190,6 @@ class Pruner(ABC):
                 mask.copy_(keep.view(mask.shape))
         self.sparsity = sparsity
 
-    # -- checkpointing and reporting ---------------------------------------------
     def state_dict(self) -> dict:
         return {"masks": {n: m.clone() for n, m in self.masks.items()}, "step_count": self.step_count, "sparsity": self.sparsity}
 
@@ -265,11 +228,7 @@ class Pruner(ABC):
 
 
 def sparsity_report(model: nn.Module, include_tied_head: bool = False, params: list | None = None) -> dict:
-    """Zero fractions over prunable weights and over all parameters, plus a per-layer table.
-
-    `params` (a pruner's `params`) fixes what counts as prunable; by default,
-    the default selection of `prunable_parameters`.
-    """
+    """Zero fractions over prunable weights (a pruner's `params`, else the default selection) and all parameters, per layer."""
     prunable = params if params is not None else prunable_parameters(model, include_tied_head)
     layers = {n: (int((p == 0).sum()), p.numel()) for n, p in prunable}
     z_p = sum(z for z, _ in layers.values())

@@ -1,44 +1,13 @@
-"""Movement pruning (Sanh, Wolf and Rush, 2020), first-order and hard top-k.
+"""Movement pruning (Sanh, Wolf and Rush, 2020), first order: `S <- S - dL/dW * W` every optimizer step.
 
-Each prunable weight carries a score S accumulated over training from the
-gradient the optimizer is about to use:
-
-    S <- S - dL/dW * W          every optimizer step
-
-so weights moving away from zero gain score and weights shrinking towards
-zero lose it. Masks keep the top scores. It is not a difference against the
-initial weights. The gradient is read in `mask_gradients()` (after backward,
-before the optimizer step, before masking); on a step whose gradients are
-not finite (`accumulate=False`: the fp16 gradient scaler skips that step)
-scores are left as they are. Scores are float32, 4 bytes per prunable
-parameter on top of the 1-byte mask, and are saved in the checkpoint so a
-resumed run continues them.
-
-`mode` (`MODES`) says what a mask update does:
-
-- "grow" (default): masks only grow, like every method of this package. A
-  pruned weight is zero, so its score stops moving (-dL/dW * 0), and it
-  never returns.
-- "topk": Sanh et al.'s hard top-k, as in their reference code. Each mask
-  update starts from a clean slate and keeps the top (1 - s) of the scores
-  (per matrix with scope "layer", which is the reference's allocation; one
-  global top-k with scope "global"), so pruned weights return when their
-  score climbs back. The reference recomputes the top-k at every forward:
-  here it is recomputed every `frequency` steps (1 reproduces the reference)
-  and at ramp end, and keeps being recomputed at the final level after it.
-  The reference multiplies a dense weight by the mask in the forward, so a
-  pruned weight keeps its value and its score keeps moving (straight-through
-  gradient dL/dS = dL/dW' * W with W' = W * M). This package zeroes pruned
-  weights in place instead, so the pruner keeps the value each pruned weight
-  had when it was pruned (`pruned_values`, the weight's dtype, zero where a
-  weight is live: its bytes again per prunable parameter): the score of a
-  pruned weight accumulates -dL/dW' * (that value), with dL/dW' the gradient
-  read before masking, and a returning weight comes back with that value and
-  optimizer moments restarted from zero. Differences that remain: in the
-  reference a pruned weight still drifts under its optimizer's decaying
-  moments and weight decay (here it is frozen), and its scores are a
-  parameter trained by the optimizer (Adam, its own learning rate) rather
-  than the running sum above.
+Scores (float32, 4 bytes per prunable parameter, checkpointed) add the
+gradient read in `mask_gradients()` before it is masked, and nothing on a
+step with `accumulate=False`. `mode` (`MODES`): "grow" masks only grow, like
+every method here; "topk" is the reference code's hard top-k: every update
+keeps the top scores afresh, so pruned weights can return. Pruned weights are
+zeroed in place, so "topk" keeps each one's value from when it was pruned
+(`pruned_values`): its score keeps moving and it returns with that value.
+How this differs from the reference: docs/pruning.md, "Movement pruning".
 """
 
 from __future__ import annotations
@@ -59,7 +28,7 @@ class MovementPruner(Pruner):
         super().__init__(*args, **kwargs)
         self.mode = mode
         self.movement = [torch.zeros_like(p, dtype=torch.float32) for _, p in self.params]
-        # topk: the value of each pruned weight, kept for its score and its return (zero where the weight is live)
+        # topk: each pruned weight's value when it was pruned (zero where the weight is live)
         self.pruned_values = [torch.zeros_like(p) for _, p in self.params] if mode == "topk" else None
 
     @torch.no_grad()
@@ -76,20 +45,12 @@ class MovementPruner(Pruner):
     def score(self, index):
         return self.movement[index]
 
-    def step(self) -> None:
-        """grow: the base schedule. topk: recompute the masks every `frequency` steps once the level is above 0."""
+    def due(self, level: float) -> bool:
+        """topk: every `frequency` steps once the level is above 0, and at ramp end."""
         if self.mode == "grow":
-            return super().step()
-        self.step_count += 1
-        level = self.schedule(self.step_count)
-        due = self.step_count % self.frequency == 0 or (
-            self.step_count >= self.schedule.ramp_end and level != self.sparsity
-        )
-        if level > 0 and due:
-            self.update_masks(level)
-            self.apply_masks()
-        elif self.remask == "step":
-            self.apply_masks()
+            return super().due(level)
+        ramp_end = self.step_count >= self.schedule.ramp_end and level != self.sparsity
+        return level > 0 and (self.step_count % self.frequency == 0 or ramp_end)
 
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lib.pruning.base import REMASK
-from lib.pruning.layer_adaptive import check_target
+from lib.pruning.layer_adaptive import LayerAdaptive, check_target
 from lib.pruning.magnitude import MagnitudePruner
 from lib.pruning.movement import MODES as MOVEMENT_MODES
 from lib.pruning.movement import MovementPruner
@@ -23,8 +23,7 @@ from lib.pruning.structure import StructureWeights
 from lib.settings import Settings
 
 METHODS = {"none": None, "magnitude": MagnitudePruner, "movement": MovementPruner, "state": StatePruner}
-SCOPED_METHODS = ("magnitude", "movement")  # methods whose allocation --pruning-scope chooses (state: the variant)
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer")  # --pruning-scope: magnitude and movement (state pruning allocates by its variant)
 
 
 def add_arguments(parser) -> None:
@@ -137,13 +136,16 @@ class PruningSettings(Settings):
         """Optimizer steps between mask updates (--pruning-frequency counts epochs when the unit is epoch)."""
         return self.pruning_frequency * (max(1, steps_per_epoch) if self.pruning_unit == "epoch" else 1)
 
-    def structure_weights(self) -> StructureWeights:
-        return StructureWeights(
-            attention=self.structure_weight_attention, mlp=self.structure_weight_mlp, coupling=self.structure_weight_coupling
-        )
-
-    def ratio_settings(self) -> RatioSettings | None:
-        """RATIO group budgets (state pruning only), or None."""
-        if self.pruning_method == "state" and self.ratio_preserve:
-            return RatioSettings(self.ratio, self.ratio_tolerance)
-        return None
+    def options(self, include_tied_head: bool = False) -> dict:
+        """The keywords of the method's pruner class (`lib.pruning.build`); `include_tied_head` is the trainer's."""
+        options = dict(include_tied_head=include_tied_head, include_embeddings=self.prune_embeddings,
+                       include_norms=self.prune_norms, include_biases=self.prune_biases, remask=self.pruning_remask,
+                       layer_adaptive=LayerAdaptive(rescale=not self.layer_adaptive_keep_levels))
+        if self.pruning_method == "state":
+            weights = StructureWeights(self.structure_weight_attention, self.structure_weight_mlp, self.structure_weight_coupling)
+            ratio = RatioSettings(self.ratio, self.ratio_tolerance) if self.ratio_preserve else None
+            return {**options, "variant": self.pruning_variant, "structure_weights": weights, "ratio": ratio,
+                    "bitter7_eps": self.pruning_bitter7_eps}
+        if self.pruning_method == "movement":
+            options["mode"] = self.pruning_movement_mode
+        return {**options, "scope": self.pruning_scope}

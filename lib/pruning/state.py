@@ -1,38 +1,19 @@
 """State-based pruning (AdamWPrune): importance from the optimizer's Adam moments.
 
-`VARIANTS` is the registry of state-pruning variants, keyed by name; each
-`Variant` carries its formula as a torch function, and `importance(variant,
-weight, exp_avg, exp_avg_sq, structure_weight)` is the one place scores are
-computed (w weight, m exp_avg, v exp_avg_sq, s structural weight, eps 1e-8):
-
-    bitter0  |w| * |m| * |w| / (sqrt(v) + eps)     hybrid momentum-stability
-    bitter1  |w|                                    magnitude
-    bitter2  |w|                                    + training budget (21 %)
-    bitter3  |w| * sqrt(|m| + eps)                  + training budget (30 %)
-    bitter4  |w| * sqrt(|m| + eps)                  + layer-adaptive sparsity, budget (30 %)
-    bitter7  |w| * (|v| + eps) ** 0.25              conservative variance (eps inside, the default)
-             |w| * (|v| ** 0.25 + eps)              with bitter7_eps="outside"
-    bitter8  s * |w| * sqrt(|m| + eps)              structure-aware momentum
-    bitter9  s * |w| * (|v| ** 0.25 + eps)          structure-aware variance
-
-bitter0 follows the variant documentation (seed 001), not the README's
-momentum x stability description (seed 004). bitter7's eps sits inside the
-fourth root in seed 001's implementation and seed 003's derivation, outside
-in seed 000 (and seed 001's formula line); `bitter7_eps` picks the form.
-See docs/pruning.md.
+`VARIANTS` registers each variant's formula over w (weight), m (exp_avg), v
+(exp_avg_sq) and eps 1e-8; `importance(variant, weight, exp_avg, exp_avg_sq,
+structure_weight)` is the one place scores are computed. The formulas'
+sources and bitter7's eps placement (`bitter7_eps`): docs/pruning.md.
 
 Adding a variant is `register_variant(name, formula, score, ...)` here, a
-Kconfig bool `PRUNING_STATE_<NAME>` (lib.matrix derives the symbol from the
-name) and a test. A formula function takes (w, m, v, eps) -- m and v None
-for a variant that does not use moments -- and returns a new float32
-tensor of non-negative scores without modifying its inputs.
+Kconfig bool `PRUNING_STATE_<NAME>` and a test. A score function takes (w,
+m, v, eps), m and v None for a variant without moments, and returns a new
+float32 tensor of non-negative scores, its inputs untouched.
 
-`StatePruner` reads the moments of any optimizer whose `state[p]` holds
-"exp_avg" and "exp_avg_sq" (or that offers `moments(p)`, as AdamWPrune does),
-keeps nothing but the boolean masks (1 byte per prunable parameter), and
-allocates globally, layer-adaptively (bitter4), or by RATIO group budgets
-(`ratio=RatioSettings(...)`). Budget extensions are not applied here: they are
-explicit training-length settings (see `lib.pruning.budget`).
+`StatePruner` reads exp_avg and exp_avg_sq from `optimizer.state[p]` (or
+`optimizer.moments(p)`), keeps nothing but the masks, and allocates
+globally, by depth (bitter4) or by RATIO group budgets. Budget extensions
+are training-length settings (`lib.pruning.budget`), never applied here.
 """
 
 from __future__ import annotations
@@ -115,18 +96,14 @@ register_variant("bitter8", "s * |w| * sqrt(|m| + eps)", _momentum, structure_aw
 register_variant("bitter9", "s * |w| * (|v| ** 0.25 + eps)", _variance_eps_outside, structure_aware=True)
 
 
-def check_variant(variant: str) -> Variant:
+def _variant(variant: str, bitter7_eps: str = "inside") -> tuple[Variant, Formula]:
+    """The registered `variant` and its score function (bitter7's with eps inside or outside the fourth root)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown state-pruning variant {variant!r}; valid: {', '.join(VARIANTS)}")
-    return VARIANTS[variant]
-
-
-def formula_of(variant: str, bitter7_eps: str = "inside") -> Formula:
-    """The score function of `variant`; bitter7's with eps inside or outside the fourth root."""
-    spec = check_variant(variant)
     if bitter7_eps not in BITTER7_EPS:
         raise ValueError(f"unknown bitter7 eps placement (bitter7_eps) {bitter7_eps!r}; valid: {', '.join(BITTER7_EPS)}")
-    return _variance_eps_outside if variant == "bitter7" and bitter7_eps == "outside" else spec.score
+    spec = VARIANTS[variant]
+    return spec, _variance_eps_outside if variant == "bitter7" and bitter7_eps == "outside" else spec.score
 
 
 def importance(
@@ -139,8 +116,7 @@ def importance(
     bitter7_eps: str = "inside",
 ) -> torch.Tensor:
     """Importance of every entry of `weight` under `variant`: a new float32 tensor, higher = keep."""
-    spec = check_variant(variant)
-    score = formula_of(variant, bitter7_eps)
+    spec, score = _variant(variant, bitter7_eps)
     if not spec.uses_moments:
         return score(weight.detach(), None, None, eps)
     if exp_avg is None or exp_avg_sq is None:
@@ -165,8 +141,6 @@ class StatePruner(Pruner):
         model,
         schedule,
         frequency: int = 1,
-        include_tied_head: bool = False,
-        optimizer=None,
         *,
         variant: str = "bitter7",
         structure_weights: StructureWeights | None = None,
@@ -174,26 +148,23 @@ class StatePruner(Pruner):
         bitter7_eps: str = "inside",
         **kwargs,
     ):
-        self.variant = variant
-        spec = check_variant(variant)
-        formula_of(variant, bitter7_eps)  # refuses an unknown placement now
-        self.bitter7_eps = bitter7_eps
-        if spec.uses_moments and optimizer is None:
+        """`kwargs`: `Pruner`'s keywords; the allocation follows the variant (global, adaptive or RATIO)."""
+        self.spec, _ = _variant(variant, bitter7_eps)  # an unknown variant or placement is refused now
+        self.variant, self.bitter7_eps = variant, bitter7_eps
+        if self.spec.uses_moments and kwargs.get("optimizer") is None:
             raise ValueError(f"state pruning ({variant}) needs the optimizer whose moments it reads")
-        if spec.layer_adaptive and ratio is not None:
+        if self.spec.layer_adaptive and ratio is not None:
             raise ValueError(
                 f"{variant} allocates by depth (layer-adaptive) and RATIO allocates by attention/MLP budgets; "
                 "use one: a non-adaptive variant with ratio preservation, or bitter4 without it"
             )
-        kwargs["scope"] = "adaptive" if spec.layer_adaptive else "global"
-        super().__init__(model, schedule, frequency, include_tied_head, optimizer, **kwargs)
+        kwargs["scope"] = "adaptive" if self.spec.layer_adaptive else "global"
+        super().__init__(model, schedule, frequency, **kwargs)
         self.structure_weights = structure_weights or StructureWeights()
         self.roles = list(classify_model(model, [n for n, _ in self.params]).values())
-        self.weights = [self.structure_weights[r] for r in self.roles] if spec.structure_aware else [1.0] * len(self.roles)
-        self.ratio_plan = None
+        self.weights = [self.structure_weights[r] if self.spec.structure_aware else 1.0 for r in self.roles]
         self.ratio_achieved = None
-        if ratio is not None:
-            self.ratio_plan = RatioPlan(self.sizes, self.roles, schedule.target, ratio.ratio, ratio.tolerance)
+        self.ratio_plan = None if ratio is None else RatioPlan(self.sizes, self.roles, schedule.target, ratio.ratio, ratio.tolerance)
 
     def moments(self, p: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if hasattr(self.optimizer, "moments"):
@@ -210,7 +181,7 @@ class StatePruner(Pruner):
 
     def score(self, index):
         p = self.params[index][1]
-        m, v = self.moments(p) if VARIANTS[self.variant].uses_moments else (None, None)
+        m, v = self.moments(p) if self.spec.uses_moments else (None, None)
         return importance(self.variant, p, m, v, self.weights[index], bitter7_eps=self.bitter7_eps)
 
     def allocation(self, sparsity):
