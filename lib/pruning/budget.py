@@ -1,10 +1,7 @@
 """Training-budget extensions: an explicit, recorded change of the run's length.
 
-Some state-pruning variants were defined with a longer training run (bitter2
-+21 %, bitter3 and bitter4 +30 %), spending the compute pruning saves. Here
-that is never implied by the variant: the extension is a setting
-(`--budget-extension PERCENT`, from Kconfig's per-variant symbols through the
-matrix), `extend()` computes the new length, and the trainer records
+A variant never implies one: the extension is a setting (`--budget-extension
+PERCENT`), `extend()` computes the new length and the trainer records
 `budget_record()` in run.json.
 """
 

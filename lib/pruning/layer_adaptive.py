@@ -1,31 +1,13 @@
-"""Layer-adaptive sparsity: prune deeper layers harder than early ones.
+"""Layer-adaptive sparsity (bitter4): prune deeper layers harder than early ones.
 
-Layer l of L (in the model's registration order, the depth proxy) gets
-`min(cap, target * scale_l)` with scale_l growing linearly from `low` (first
-layer) to `high` (last layer): 0.7x to 1.3x with cap 0.95 by default. A single
-layer gets scale 1.0.
-
-Those levels do not in general average to the target (layer sizes differ, the
-cap clips), so the plan reports the achieved global sparsity; with
-`rescale=True` the scales are multiplied by the one factor that makes the
-size-weighted mean hit the target exactly (solved in closed form, piece by
-piece over the capped layers), and the per-layer counts are rounded so that
-they sum to round(target * N).
-
-Which targets a rescaled plan accepts (the last mask update, at the target,
-is where an impossible one would fail):
-- `check_target(target, cap, rescale)`, model-independent, for planning a
-  run: with `rescale`, a target at or above the cap is refused (above it no
-  plan exists; at it every layer would sit at the cap, leaving no depth
-  scaling, and the per-layer counts, rounded down to stay under the cap,
-  generally fall short of round(target * N)). Without `rescale` every target
-  below 1 is accepted: the deepest levels are clipped at the cap and the
-  achieved sparsity is reported.
-- `LayerAdaptive.check(sizes, target)`, exact for a model, at pruner
-  construction: `check_target`, then the counts themselves, which also
-  refuses a target below the cap whose round(target * N) exceeds the sum of
-  floor(n_l * cap) over the layers (possible only when target > cap -
-  (L + 0.5) / N, for L layers of N weights in all).
+Layer l of L (registration order, the depth proxy) gets `min(cap, target *
+scale_l)`, scale_l linear from `low` to `high` (0.7x..1.3x, cap 0.95; one
+layer: 1.0). With `rescale` one factor on the scales makes the
+size-weighted mean hit the target and the per-layer counts sum to
+round(target * N); otherwise the levels stand and the achieved sparsity is
+reported. Impossible targets are refused before training:
+`check_target` without the model (at or above the cap, when rescaling),
+`LayerAdaptive.check` with the layer sizes. See docs/pruning.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Magnitude pruning: importance is |w|, over all layers at once or layer by layer.
-
-The allocation (`scope`) decides: "global" prunes the smallest |w| of the
-whole model (one exact threshold), "layer" prunes every layer to the
-scheduled level.
-"""
+"""Magnitude pruning: importance is |w|, allocated globally or layer by layer (`scope`)."""
 
 from __future__ import annotations
 

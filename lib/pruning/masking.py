@@ -1,11 +1,8 @@
-"""Zeroing the pruned entries of tensors in place: `t *= mask` for bool masks, one multi-tensor call.
+"""Zeroing pruned entries in place: `t *= mask` for bool masks, one `torch._foreach_mul_`.
 
-`mask_multiply_(tensors, masks)` multiplies each tensor by its bool mask
-(same shape) with `torch._foreach_mul_`, skipping None tensors (parameters
-without a gradient). On the CPU the masks are read as uint8, a view of the
-same bytes (torch stores bool as 0 or 1), whose conversion in the multiply
-is vectorised where bool's is not. A pruned entry becomes 0.0, or -0.0 for a
-negative one (equal as numbers).
+On the CPU the masks are read as uint8 (the same bytes), whose conversion in
+the multiply is vectorised where bool's is not. A pruned negative entry
+becomes -0.0.
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """RATIO: prune attention and MLP weights so that a target MLP:attention ratio holds.
 
-With A attention and M MLP parameters, a total sparsity S over the two groups
-and a wanted final ratio r of kept MLP to kept attention parameters, the
-prune fractions alpha (attention) and mu (MLP) must satisfy
-
-    (1)  alpha * A + mu * M = S * (A + M)          total sparsity
-    (2)  M * (1 - mu) = r * A * (1 - alpha)        final ratio
-
-Write a = A(1 - alpha) and m = M(1 - mu) for the kept counts. (1) says
-a + m = (1 - S)(A + M); (2) says m = r * a. Hence
-
-    a = (1 - S)(A + M) / (1 + r),   m = r * a,
-    alpha = 1 - a / A,              mu = 1 - m / M.
-
-A request is feasible when both fractions lie in [0, 1]: alpha < 1 and mu < 1
-always hold for S < 1, alpha >= 0 needs S >= 1 - (1 + r) A / (A + M) and
-mu >= 0 needs S >= 1 - (1 + r) M / (r (A + M)). See docs/pruning.md.
-
-`RatioPlan` turns the budgets into per-group prune counts for any scheduled
-level s (fractions scaled by s / S, so the total holds at every level and the
-ratio at the target), with coupling and other parameters pruned at s, and
-verifies the final ratio within a tolerance.
+`pruning_budgets(A, M, S, r)` gives the attention and MLP prune fractions
+(alpha, mu) with alpha * A + mu * M = S * (A + M) and M(1 - mu) = r * A(1 -
+alpha) (derivation and feasibility in docs/pruning.md), or raises
+`InfeasibleBudget`. `RatioPlan` turns them into per-group prune counts at
+any scheduled level s (fractions scaled by s / S; coupling and other
+parameters pruned at s) and verifies the final ratio within a tolerance.
 """
 
 from __future__ import annotations

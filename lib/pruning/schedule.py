@@ -1,22 +1,12 @@
-"""Sparsity schedules shared by every pruning method.
+"""Sparsity schedules shared by every pruning method, in optimizer steps.
 
 With p = clamp((t - warmup) / (ramp_end - warmup), 0, 1) and s_f the target:
-
-    linear   s(t) = s_f * p
-    cubic    s(t) = s_f * p**3
-    gradual  s(t) = s_f + (s_i - s_f) * (1 - p)**3 = s_f * (1 - (1 - p)**3), s_i = 0
-
-"cubic" is the reference documents' schedule: late-heavy, an eighth of s_f
-at p = 0.5. "gradual" is Zhu and Gupta's (2017), which most pruning
-libraries (and Sanh et al.'s movement-pruning code) call cubic: front-loaded,
-seven eighths of s_f at p = 0.5. The initial sparsity s_i is 0 here. Every
-kind is 0 up to and including warmup and exactly s_f from ramp end on.
-`SCHEDULES` lists the kinds. Steps are optimizer steps.
-
-Step- or epoch-based: with `quantum` = steps per epoch, the schedule only
-moves at epoch boundaries (t is rounded down to a whole number of epochs) and
-`from_percent(..., unit="epoch")` puts warmup and ramp end on epoch
-boundaries too. `UNITS` lists the choices.
+linear s_f * p; cubic s_f * p**3 (the reference documents', late-heavy);
+gradual s_f * (1 - (1 - p)**3) (Zhu and Gupta's, which most libraries call
+cubic). Every kind is 0 through warmup and exactly s_f from ramp end on.
+Epoch-based (`quantum` = steps per epoch): t is rounded down to whole
+epochs, and `from_percent(..., unit="epoch")` puts warmup and ramp end on
+epoch boundaries. See docs/pruning.md, "Schedules".
 """
 
 from __future__ import annotations
@@ -24,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEDULES = ("linear", "cubic", "gradual")
-POWERS = {"linear": 1, "cubic": 3}  # the kinds of the form s_f * p**k
 UNITS = ("step", "epoch")
 
 
@@ -86,4 +75,4 @@ class SparsitySchedule:
         p = min(1.0, (step - self.warmup) / max(1, self.ramp_end - self.warmup))
         if self.kind == "gradual":
             return self.target * (1.0 - (1.0 - p) ** 3)
-        return self.target * p ** POWERS[self.kind]
+        return self.target * p ** (3 if self.kind == "cubic" else 1)

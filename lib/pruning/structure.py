@@ -1,22 +1,12 @@
-"""Structural role of a parameter: attention, mlp, coupling or other.
+"""Structural role of a parameter (attention, mlp, coupling or other) and the per-role weights.
 
-`classify_parameter(name, module)` decides by the owning module's type where
-that says something (`nn.MultiheadAttention`, or a class whose name says
-attention / MLP / feed-forward), and by the parameter's dotted name
-otherwise. Coupling (cross-paths between attention and MLP) is checked first
-because such names often also contain "attn" or "mlp"; then attention, then
-MLP. Names match by whole tokens: each dotted component is split into tokens
-at underscores, at letter/digit boundaries and before a capital that follows
-a lower-case letter ("self_attn" -> self, attn; "fc1" -> fc, 1;
-"selfAttn" -> self, attn), and a key matches when its own tokens appear
-consecutively in one component ("k_proj" in "self_attn.k_proj"; the last
-one may carry a plural "s": "attentions"). So "attn.c_proj" is attention and
-"mlp.c_proj" is MLP, while "monkey", "keyboard" or "donkey_proj" (which
-contain "key") and "recipe" or "across" (which contain "recip" and "cross")
-match nothing.
-
-`StructureWeights` holds the per-role multipliers used by the structure-aware
-state variants (attention 2.5, MLP 1.0, coupling 3.0, other 1.0 by default).
+`classify_parameter(name, module)` goes by the owning module's type where it
+says something, else by the dotted name: coupling keys first (such names
+often contain "attn" or "mlp" too), then attention, then MLP. Names match
+by whole tokens (`name_tokens`): a key matches when its tokens appear
+consecutively in one name component, the last possibly plural, so
+"self_attn.k_proj" is attention and "monkey" (which contains "key") is not.
+`StructureWeights` holds the structure-aware variants' multipliers.
 """
 
 from __future__ import annotations
@@ -42,15 +32,8 @@ def name_tokens(component: str) -> tuple[str, ...]:
     return tuple(_TOKEN.findall(_CAMEL.sub("_", component).lower()))
 
 
-def _key_tokens(keys: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    return tuple(name_tokens(k) for k in keys)
-
-
-_ROLE_KEYS = (
-    ("coupling", _key_tokens(COUPLING_KEYS)),
-    ("attention", _key_tokens(ATTENTION_KEYS)),
-    ("mlp", _key_tokens(MLP_KEYS)),
-)
+_ROLE_KEYS = [(role, [name_tokens(k) for k in keys]) for role, keys in
+              (("coupling", COUPLING_KEYS), ("attention", ATTENTION_KEYS), ("mlp", MLP_KEYS))]
 
 
 def _contains(tokens: tuple[str, ...], key: tuple[str, ...]) -> bool:
@@ -107,19 +90,10 @@ class StructureWeights:
 
 
 def classify_model(model: nn.Module, names: list[str]) -> dict[str, str]:
-    """Role of each named parameter of `model`, looking at every enclosing module's type.
-
-    The nearest enclosing module whose type says attention / MLP / coupling
-    decides (an nn.Linear inside an nn.MultiheadAttention is attention);
-    failing that, the name patterns of `classify_parameter` do.
-    """
+    """Role of each named parameter: the nearest enclosing module whose type says one, else the name (`classify_parameter`)."""
     roles = {}
     for name in names:
-        path = name.split(".")[:-1]
-        role = None
-        for depth in range(len(path), 0, -1):  # the model itself is not a role
-            role = _role_of_type(model.get_submodule(".".join(path[:depth])))
-            if role is not None:
-                break
-        roles[name] = role or classify_parameter(name, None)
+        path = name.split(".")[:-1]  # enclosing modules, nearest first; the model itself has no role
+        owners = (model.get_submodule(".".join(path[:depth])) for depth in range(len(path), 0, -1))
+        roles[name] = next((r for r in map(_role_of_type, owners) if r), None) or classify_parameter(name)
     return roles

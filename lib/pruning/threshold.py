@@ -1,26 +1,13 @@
 """Exact, deterministic selection of the lowest scores across many tensors, in torch operations.
 
-`lowest_keep(scores, n_prune, kept)` returns one flat boolean keep-mask per
-score tensor, pruning exactly `n_prune` entries of the group as a whole:
-
-- already-pruned entries (False in `kept`) go first, so masks only grow
-  when `n_prune` is at least their count;
-- then the lowest scores, compared as float32 (wider or narrower floats are
-  converted first; -0.0 equals 0.0, -inf sorts below every finite score);
-- ties at the threshold are pruned in flat index order: tensor by tensor in
-  the order given, then by element index (row-major, whatever the layout);
-- a NaN score anywhere in the group is a ValueError.
-
-The result equals a stable sort of the keys with pruned entries first,
-taking the first `n_prune` (the tests' oracle), on every device and thread
-count. How: each score becomes an int32 key that sorts like the float
-(`order_keys`); the keys of the group are held as one tensor (4 bytes per
-entry, freed afterwards); a radix select of 11, 11 and 10 bits finds the
-k-th smallest key with `torch.bincount` histograms (2048 bins: they fit in
-a GPU's shared memory), keeping after each digit only the keys that share
-the chosen prefix; one comparison writes the masks, and when only some of
-the entries equal to the k-th key are pruned, a cumulative count picks the
-first ones in flat order.
+`lowest_keep(scores, n_prune, kept)` returns one flat bool keep-mask per
+score tensor, pruning exactly `n_prune` entries of the group: entries
+already pruned (False in `kept`) first, then the lowest scores as float32
+(-0.0 == 0.0), ties in flat index order (tensor by tensor, then row-major);
+a NaN score is a ValueError. It equals a stable sort with pruned entries
+first (the tests' oracle) on every device and thread count. How: each score
+becomes an int32 key with the float's order (`order_keys`), and a radix
+select over 11, 11 and 10 bits with `torch.bincount` finds the k-th key.
 """
 
 from __future__ import annotations
