@@ -92,11 +92,9 @@ def check(p, args) -> None:
         p.error("need 0 <= --pruning-warmup-percent < --pruning-ramp-end-percent <= 100 (percent of training)")
     if args.pruning_frequency < 1:
         p.error(f"--pruning-frequency must be at least 1, got {args.pruning_frequency}")
-    for role in ("attention", "mlp", "coupling"):
-        if not getattr(args, f"structure_weight_{role}") > 0:
-            p.error(f"--structure-weight-{role} must be positive, got {getattr(args, f'structure_weight_{role}')}")
-    if not args.ratio > 0:
-        p.error(f"--ratio must be positive, got {args.ratio}")
+    for name in ("structure_weight_attention", "structure_weight_mlp", "structure_weight_coupling", "ratio"):
+        if not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.ratio_tolerance < 0:
         p.error(f"--ratio-tolerance must be >= 0, got {args.ratio_tolerance}")
 

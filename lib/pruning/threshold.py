@@ -21,14 +21,18 @@ PRUNED_KEY = -(1 << 31)  # below the key of every float: the key of already-prun
 LEVELS = ((21, 11), (10, 11), (0, 10))  # (shift, width) of the radix digits, most significant first
 
 
-def order_keys(scores: torch.Tensor) -> torch.Tensor:
-    """Flat int32 keys whose signed order is the float32 order of `scores` (new tensor).
+def _flat32(scores: list[torch.Tensor]) -> torch.Tensor:
+    """The scores, converted to float32, as one new flat tensor: tensor by tensor, each in row-major order."""
+    sizes = [s.numel() for s in scores]
+    values = torch.empty(sum(sizes), dtype=torch.float32, device=scores[0].device)
+    for s, part in zip(scores, values.split(sizes)):
+        part.view(s.shape).copy_(s.detach())
+    return values
 
-    -0.0 and 0.0 both get key 0; NaNs get keys beyond +-INF_KEY.
-    """
-    keys = torch.empty(scores.numel(), dtype=torch.float32, device=scores.device)
-    keys.view(scores.shape).copy_(scores.detach())
-    return _to_signed_(keys.view(torch.int32))
+
+def order_keys(scores: torch.Tensor) -> torch.Tensor:
+    """Flat int32 keys whose signed order is the float32 order of `scores` (new tensor); -0.0 and 0.0 get 0, NaNs beyond +-INF_KEY."""
+    return _to_signed_(_flat32([scores]).view(torch.int32))
 
 
 def _to_signed_(bits: torch.Tensor) -> torch.Tensor:
@@ -50,10 +54,7 @@ def lowest_keep(
     total = sum(sizes)
     if not 0 <= n_prune <= total:
         raise ValueError(f"cannot prune {n_prune} of {total} entries")
-    values = torch.empty(total, dtype=torch.float32, device=scores[0].device)
-    for s, part in zip(scores, values.split(sizes)):
-        part.view(s.shape).copy_(s.detach())  # converted to float32, in flat (row-major) order
-    keys = values.view(torch.int32)  # non-negative floats already compare like their bits
+    keys = _flat32(scores).view(torch.int32)  # non-negative floats already compare like their bits
     if total:
         low, high = torch.stack(torch.aminmax(keys)).tolist()  # one device sync
         if low < 0:  # negative scores (or -0.0)
