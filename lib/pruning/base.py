@@ -162,7 +162,7 @@ class Pruner(ABC):
         mask_multiply_(tensors, masks)
 
     def step(self) -> None:
-        """After every optimizer step: update the masks when `due`, then zero what they prune."""
+        """After every optimizer step: update the masks when `due` and zero what they prune (every step with remask "step")."""
         self.step_count += 1
         level = self.schedule(self.step_count)
         if self.due(level):

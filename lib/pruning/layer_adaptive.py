@@ -20,7 +20,7 @@ CAP = 0.95  # the default per-layer cap
 
 
 def check_target(target: float, cap: float = CAP, rescale: bool = True) -> None:
-    """Refuse a global target no layer-adaptive plan with this cap can reach, whatever the model (see above)."""
+    """Refuse, whatever the model, a target a rescaled plan cannot reach: at or above the cap (any below 1 without `rescale`)."""
     if rescale and target >= cap:
         raise ValueError(
             f"target sparsity {target} is at or above the layer-adaptive (bitter4) per-layer cap {cap}: "

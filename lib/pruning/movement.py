@@ -89,8 +89,7 @@ class MovementPruner(Pruner):
                 v.copy_(state["movement_pruned_values"][n])
 
     def state_bytes(self) -> int:
-        held = sum(v.numel() * v.element_size() for v in self.pruned_values or ())
-        return super().state_bytes() + sum(s.numel() * s.element_size() for s in self.movement) + held
+        return super().state_bytes() + sum(t.numel() * t.element_size() for t in self.movement + (self.pruned_values or []))
 
     def summary(self) -> dict:
         return {**super().summary(), "movement_mode": self.mode}
