@@ -39,6 +39,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lib import config, matrix
+from scripts.progress import headline, progress_line
 from lib.results import (
     MATRIX_FILE, SCHEMA, MatrixError, RunRecord, describe, is_done, live_status, lock, now, open_matrix, read_json,
     runner_alive, write_json,
@@ -146,21 +147,6 @@ def _settle(run: dict, run_dir: Path, status: str, code: int) -> str:
             record.start(run["run_id"], run["argv"], run["spec"]["seed"])
         record.finish(status, exit_code=code, error=last_line(run_dir / "train.log") or f"exit status {code}")
     return record.data["status"]
-
-
-def headline(info: dict) -> tuple[str, str, float, float | None]:
-    """(name, unit, final, best) of a finished run: accuracy for classifiers, perplexity for language models."""
-    if "accuracy" in info:
-        return "acc", "%", info["accuracy"], info.get("best_accuracy")
-    return "ppl", "", info.get("perplexity", float("nan")), info.get("best_perplexity")
-
-
-def progress_line(i: int, n: int, run: dict, info: dict) -> str:
-    head = f"[{i}/{n}] {run['run_id']:<40s} {info['status']}"
-    if info["status"] == "completed":
-        name, unit, final, _ = headline(info)
-        return f"{head:<62s} {name} {final:.2f}{unit}  sparsity {100 * info['sparsity_prunable']:.1f}%  {info['train_time_s']:.1f}s"
-    return f"{head}  {info.get('error') or ''}".rstrip()
 
 
 # -- summary --------------------------------------------------------------------
