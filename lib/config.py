@@ -115,7 +115,8 @@ def _settings(kconfig_file: str) -> tuple[Setting, ...]:
     for node in kconf.node_iter():
         item = node.item
         if isinstance(item, kconfiglib.Choice) and node is item.nodes[0]:
-            out.append(_choice(item, models))
+            if not matrix.is_runner_symbol(item.name or ""):
+                out.append(_choice(item, models))
         elif (
             isinstance(item, kconfiglib.Symbol) and node is item.nodes[0] and any(n.prompt for n in item.nodes)
             and item.choice is None and item.name not in consumed and item.name not in grouped
@@ -182,7 +183,7 @@ def is_real(sym: kconfiglib.Symbol) -> bool:
 
     return (
         sym.orig_type == kconfiglib.STRING
-        and sym.name not in matrix.RUNNER_SYMBOLS
+        and not matrix.is_runner_symbol(sym.name)
         and bool(sym.defaults)
         and all(_is_number(value.str_value) for value, _ in sym.defaults)
     )

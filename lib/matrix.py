@@ -31,8 +31,14 @@ OPTIMIZERS = {
 ADAMWPRUNE_PRUNING = ("none", "state")
 PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude", "PRUNING_MOVEMENT": "movement", "PRUNING_STATE": "state"}
 # Symbols the runner itself reads (not passed to trainers as flags). DDP_PROCS: processes per run
-# (DDP through torchrun), for every model of the matrix.
-RUNNER_SYMBOLS = {"SEEDS", "SPARSITIES", "RESULTS_DIR", "MATRIX_AUTO_GRAPHS", "DDP_PROCS"}
+# (DDP through torchrun), for every model of the matrix. Every MATRIX_* and SLURM_* symbol (and
+# choice) is the runner's too: where and how the runs execute, never how one trains.
+RUNNER_SYMBOLS = {"SEEDS", "SPARSITIES", "RESULTS_DIR", "DDP_PROCS"}
+RUNNER_PREFIXES = ("MATRIX_", "SLURM_")
+
+
+def is_runner_symbol(name: str) -> bool:
+    return name in RUNNER_SYMBOLS or name.startswith(RUNNER_PREFIXES)
 
 
 def variants() -> dict[str, str]:
@@ -57,7 +63,8 @@ def axis_symbols() -> set[str]:
 
 def matrix_symbols() -> set[str]:
     """Every symbol the matrix consumes itself: axes, runner settings, budget extensions."""
-    return axis_symbols() | RUNNER_SYMBOLS | {budget_symbol(v) for v in variants().values()}
+    runner = {s.name for s in cfg.kconfig().unique_defined_syms if is_runner_symbol(s.name)}
+    return axis_symbols() | RUNNER_SYMBOLS | runner | {budget_symbol(v) for v in variants().values()}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ reader never sees half a file, even after SIGKILL.
 A matrix directory is `<results>/<id>/` with its `matrix.json`; `newest_matrix`
 and `open_matrix` find it, `describe` and `load_runs` read its runs. One
 runner at a time holds `<results>/.lock` (`lock`, an flock that dies with its
-holder, labelled with the matrix it runs); `runner_alive` asks whether a
-runner still holds it for a given matrix, which is how `status` tells a run
-that is running from one whose runner was killed.
+holder, labelled with the matrix it runs). One process at a time executes a
+run and holds its claim (`claim`, an flock in the run directory that its
+trainer inherits); `claimed` asks whether someone still does, which is how
+`status` tells a run that is running from one whose process was killed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -27,6 +29,7 @@ SCHEMA = 1
 STATUSES = ("running", "completed", "failed", "interrupted")
 MATRIX_FILE = "matrix.json"
 LOCK_FILE = ".lock"
+CLAIM_FILE = ".claim"
 RUNNER_GONE = "interrupted (runner gone)"
 
 
@@ -153,8 +156,7 @@ def lock(results_root: str | os.PathLike, matrix_id: str):
     """Hold `<results_root>/.lock` while running `matrix_id`; a second holder gets MatrixError.
 
     flock: the kernel drops the lock when its holder dies, SIGKILL included.
-    The file says who holds it ("pid N matrix ID") for the refusal message
-    and for `runner_alive`.
+    The file says who holds it ("pid N matrix ID") for the refusal message.
     """
     results_root = Path(results_root)
     results_root.mkdir(parents=True, exist_ok=True)
@@ -175,23 +177,38 @@ def lock(results_root: str | os.PathLike, matrix_id: str):
         os.close(fd)
 
 
-def runner_alive(results_root: str | os.PathLike, matrix_id: str) -> bool:
-    """Whether a live runner holds the results lock for `matrix_id`.
+def claim(run_dir: str | os.PathLike) -> int | None:
+    """Take the run's claim (an flock on `<run_dir>/.claim`): the open descriptor, or None when a process holds it.
 
-    Probes with a shared, non-blocking flock that is released at once: if it
-    can be taken, nobody holds the lock and a run.json that still says
-    "running" belongs to a runner that is gone.
+    The process that executes a run holds its claim: a local worker's trainer
+    or a Slurm task. The descriptor is inherited by the trainer (fork, or
+    `pass_fds`), so the claim lives exactly as long as someone that runs the
+    run does; close it once the run's record is settled.
     """
-    path = Path(results_root) / LOCK_FILE
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} host {socket.gethostname()}".encode())
+    return fd
+
+
+def claimed(run_dir: str | os.PathLike) -> bool:
+    """Whether a live process holds the run's claim (probed with a shared flock, released at once)."""
+    try:
+        fd = os.open(Path(run_dir) / CLAIM_FILE, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return path.read_text().strip().endswith(f" matrix {matrix_id}")
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
     finally:

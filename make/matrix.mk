@@ -3,24 +3,36 @@
 EPOCHS ?=
 RESULTS ?=
 RETRY_FAILED ?=
+# Where and how many runs execute (default: .config's CONFIG_MATRIX_*), and which.
+JOBS ?=
+THREADS ?=
+SCHEDULER ?=
+FAIL_FAST ?=
+ONLY ?=
+EXECUTION = $(if $(JOBS),--jobs $(JOBS)) $(if $(THREADS),--threads $(THREADS)) \
+	$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(FAIL_FAST),--fail-fast) $(if $(ONLY),--only '$(ONLY)')
 
-.PHONY: all quickstart continue status dry-run update-graphs publish-graphs
-## all: run the matrix that .config describes (EPOCHS=N shortens every run)
+.PHONY: all quickstart continue status cancel dry-run update-graphs publish-graphs
+## all: run the matrix that .config describes (EPOCHS=N shortens it; JOBS=N|auto, THREADS=N, SCHEDULER=local|slurm, FAIL_FAST=1, ONLY=glob)
 all: $(DEPS)
-	$(Q)$(PYTHON) -m scripts.matrix run $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(Q)$(PYTHON) -m scripts.matrix run $(if $(EPOCHS),--epochs $(EPOCHS)) $(EXECUTION)
 
 ## quickstart: configure the offline LeNet-5 quick start, run it and draw its graphs into results/<id>/graphs/
 quickstart: $(DEPS)
 	$(Q)$(MAKE) --no-print-directory defconfig DEFCONFIG=
 	$(Q)$(MAKE) --no-print-directory all
 
-## continue: resume the newest (or RESULTS=results/<id>) matrix; RETRY_FAILED=1 reruns failed runs
+## continue: resume the newest (or RESULTS=results/<id>) matrix; RETRY_FAILED=1 reruns failed runs; the options of all
 continue: $(DEPS)
-	$(Q)$(PYTHON) -m scripts.matrix continue $(if $(RESULTS),--results $(RESULTS)) $(if $(RETRY_FAILED),--retry-failed)
+	$(Q)$(PYTHON) -m scripts.matrix continue $(if $(RESULTS),--results $(RESULTS)) $(if $(RETRY_FAILED),--retry-failed) $(EXECUTION)
 
-## status: show each run of the newest (or RESULTS=) matrix
+## status: show each run of the newest (or RESULTS=) matrix, live or dead, with its Slurm state (ONLY=glob)
 status: $(DEPS)
-	$(Q)$(PYTHON) -m scripts.matrix status $(if $(RESULTS),--results $(RESULTS))
+	$(Q)$(PYTHON) -m scripts.matrix status $(if $(RESULTS),--results $(RESULTS)) $(if $(ONLY),--only '$(ONLY)')
+
+## cancel: cancel the Slurm job arrays of the newest (or RESULTS=) matrix
+cancel: $(DEPS)
+	$(Q)$(PYTHON) -m scripts.matrix cancel $(if $(RESULTS),--results $(RESULTS))
 
 ## dry-run: list the runs .config expands to, with their command lines
 dry-run: $(DEPS)

@@ -1,36 +1,47 @@
-"""Run, continue and inspect a test matrix.
+"""Run, continue and inspect a test matrix, on this machine or on Slurm.
 
 usage:
-  python -m scripts.matrix run [--epochs N]            plan .config into results/<id>/ and run it
-  python -m scripts.matrix continue [--results DIR] [--retry-failed]
-  python -m scripts.matrix status [--results DIR]
-  python -m scripts.matrix dry-run [--epochs N]        print the runs and their command lines
+  python -m scripts.matrix run [--epochs N] [--jobs N|auto] [--threads N] [--scheduler local|slurm]
+                               [--fail-fast] [--only GLOB]
+  python -m scripts.matrix continue [--results DIR] [--retry-failed] [same options as run]
+  python -m scripts.matrix status [--results DIR] [--only GLOB]
+  python -m scripts.matrix cancel [--results DIR]        cancel the matrix's Slurm job arrays
+  python -m scripts.matrix dry-run [--epochs N]         print the runs and their command lines
+  python -m scripts.matrix run-one --run ID [--results DIR]   execute one run (a Slurm task does this)
 
 `run` writes matrix.json (config copy and hash, git state, versions, host,
-the planned runs with their argv) before the first run, then runs each one
-as a `python -m <model>.train` subprocess, one after another, with a
-progress line per run and a summary table at the end (also summary.md).
-A failed run is recorded and the matrix carries on; the exit status is
-non-zero when any run failed.
+the planned runs with their argv) before the first run, then executes the
+runs: locally up to --jobs at once (CONFIG_MATRIX_JOBS; auto: one per GPU,
+or per two cores), each pinned to its own GPUs and an equal share of the
+CPU threads (scripts/launch.py), or as one Slurm job array
+(scripts/slurm.py). A progress display shows what runs; a summary table
+ends it (also summary.md). A failed run is recorded and the others carry
+on (--fail-fast: no new run starts after a failure); the exit status is
+non-zero when any run failed. --only restricts run, continue and status to
+the run ids matching a glob.
 
 `continue` reopens the newest matrix (or --results DIR): completed runs are
 kept untouched, interrupted runs resume from their checkpoint, runs never
-started are started, failed runs are retried only with --retry-failed. It
-refuses when .config changed since the matrix was planned.
+started are started, failed runs are retried only with --retry-failed;
+on Slurm it submits only what is neither completed nor queued. It refuses
+when .config changed since the matrix was planned (the settings of where
+and how many runs execute, MATRIX_JOBS, MATRIX_THREADS, the scheduler and
+SLURM_*, may change).
 
-`status` shows a run whose run.json still says "running" while no runner
-holds the results lock as "interrupted (runner gone)": it was killed, and
-`continue` resumes it.
+`status` shows each run's record; one whose run.json says "running" while
+no process holds its claim is "interrupted (runner gone)": it was killed,
+and `continue` resumes it. On Slurm each line adds its task's state.
 
-Only one matrix runs in a results directory at a time (a lock file).
+Only one runner works in a results directory at a time (a lock file), and
+one process executes a run (its claim).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -39,13 +50,14 @@ from importlib import metadata
 from pathlib import Path
 
 from lib import config, matrix
-from scripts.progress import headline, progress_line
 from lib.results import (
-    MATRIX_FILE, SCHEMA, MatrixError, RunRecord, describe, is_done, live_status, lock, now, open_matrix, read_json,
-    runner_alive, write_json,
+    MATRIX_FILE, SCHEMA, MatrixError, claimed, describe, is_done, live_status, lock, now, open_matrix, read_json, write_json,
 )
+from scripts import launch
+from scripts.progress import Display, headline, progress_line
 
 REPO = Path(__file__).resolve().parent.parent
+SCHEDULERS = ("local", "slurm")
 
 
 # -- planning -------------------------------------------------------------------
@@ -80,9 +92,8 @@ def provenance(matrix_dir: Path) -> dict:
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
     if dirty and diff:
         (matrix_dir / "git.diff").write_text(diff)
-    import torch  # only for the versions and device description
+    import torch  # the versions; the devices through NVML, so that this process stays fit to fork trainers
 
-    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {
         "git": {"commit": commit, "dirty": dirty, "diff_file": "git.diff" if dirty and diff else None},
         "python": platform.python_version(),
@@ -91,7 +102,7 @@ def provenance(matrix_dir: Path) -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "devices": devices or ["cpu"],
+        "devices": launch.gpu_names() or ["cpu"],
     }
 
 
@@ -100,53 +111,6 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
-
-
-# -- running one run ------------------------------------------------------------
-def rotate_log(run_dir: Path) -> None:
-    log = run_dir / "train.log"
-    if log.exists():
-        n = 1
-        while (run_dir / f"train.log.{n}").exists():
-            n += 1
-        log.rename(run_dir / f"train.log.{n}")
-
-
-def last_line(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    return (errors or lines or [""])[-1]
-
-
-def execute(run: dict, resume: bool) -> str:
-    """Run one trainer subprocess to its end; return the run's final status."""
-    argv = list(run["argv"]) + (["--resume"] if resume else [])
-    run_dir = Path(argv[argv.index("--output-dir") + 1])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rotate_log(run_dir)
-    with open(run_dir / "train.log", "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            proc.wait()
-            _settle(run, run_dir, "interrupted", 130)
-            raise
-    return _settle(run, run_dir, "failed", code) if code else RunRecord(run_dir).data.get("status", "failed")
-
-
-def _settle(run: dict, run_dir: Path, status: str, code: int) -> str:
-    """Make run.json say what happened when the trainer could not say it itself."""
-    record = RunRecord(run_dir)
-    if record.data.get("status") in (None, "running"):
-        if not record.data:
-            record.start(run["run_id"], run["argv"], run["spec"]["seed"])
-        record.finish(status, exit_code=code, error=last_line(run_dir / "train.log") or f"exit status {code}")
-    return record.data["status"]
 
 
 # -- summary --------------------------------------------------------------------
@@ -167,7 +131,8 @@ def summary_table(matrix_dir: Path, runs: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def finish(matrix_dir: Path, meta: dict) -> int:
+def finish(matrix_dir: Path, meta: dict, runs: list[dict]) -> int:
+    """summary.md and the table, the graphs when configured; non-zero when one of `runs` did not complete."""
     table = summary_table(matrix_dir, meta["runs"])
     (matrix_dir / "summary.md").write_text(f"# Matrix {meta['id']}\n\n{table}\n")
     print(f"\n{table}\n\nresults: {matrix_dir}")
@@ -175,34 +140,88 @@ def finish(matrix_dir: Path, meta: dict) -> int:
         from scripts import graphs  # here, so that status and dry-run do not load matplotlib
 
         graphs.draw(matrix_dir)
-    failed = [r["run_id"] for r in meta["runs"] if describe(matrix_dir / r["run_id"])["status"] != "completed"]
+    failed = [r["run_id"] for r in runs if describe(matrix_dir / r["run_id"])["status"] != "completed"]
     if failed:
         print(f"error: {len(failed)} run(s) did not complete: {', '.join(failed)} (see their train.log)", file=sys.stderr)
         return 1
     return 0
 
 
-def run_all(matrix_dir: Path, meta: dict, retry_failed: bool = False) -> int:
-    n = len(meta["runs"])
-    for i, run in enumerate(meta["runs"], 1):
+def execution(args, config: dict) -> tuple[str, object]:
+    """(scheduler, its setting): ("local", the slots) or ("slurm", the array throttle); bad input is a MatrixError."""
+    scheduler = args.scheduler or ("slurm" if config.get("MATRIX_SCHEDULER_SLURM") else "local")
+    if scheduler not in SCHEDULERS:
+        raise MatrixError(f"SCHEDULER={scheduler!r} is not a scheduler; valid: {', '.join(SCHEDULERS)}")
+    jobs = launch.parse_jobs(args.jobs or config.get("MATRIX_JOBS") or "1")
+    if scheduler == "slurm":
+        from scripts import slurm  # only a Slurm matrix needs it
+
+        slurm.check(config)
+        return scheduler, 0 if jobs == "auto" else jobs  # auto: no throttle, Slurm decides
+    gpus = launch.visible_gpus()
+    threads = args.threads if args.threads is not None else config.get("MATRIX_THREADS") or 0
+    slots = launch.slots(jobs, matrix.processes(config), gpus if launch.uses_gpus(config, gpus) else None,
+                         launch.usable_cpus(), threads)
+    return scheduler, slots
+
+
+def selected(runs: list[dict], only: str | None) -> list[dict]:
+    """The runs whose id matches the ONLY glob (all without one); a glob that matches nothing is an error."""
+    if not only:
+        return runs
+    picked = [r for r in runs if fnmatch.fnmatchcase(r["run_id"], only)]
+    if not picked:
+        raise MatrixError(f"ONLY={only!r} matches no run of this matrix; 'make dry-run' lists the run ids")
+    return picked
+
+
+def todo(matrix_dir: Path, runs: list[dict], display, retry_failed: bool, busy: set[str] = frozenset()) -> list[dict]:
+    """The runs still to execute; the display hears why each other one is left alone."""
+    out = []
+    for run in runs:
         run_dir = matrix_dir / run["run_id"]
         info = describe(run_dir)
         if is_done(run_dir):
-            print(progress_line(i, n, run, info) + "  (kept)", flush=True)
-            continue
-        if info["status"] == "failed" and not retry_failed:
-            print(progress_line(i, n, run, info) + "  (RETRY_FAILED=1 retries it)", flush=True)
-            continue
-        resume = (run_dir / "checkpoint.pt").exists()
-        print(f"[{i}/{n}] {run['run_id']:<40s} {'resuming' if resume else 'running'}...", flush=True)
-        execute(run, resume)
-        print(progress_line(i, n, run, describe(run_dir)), flush=True)
-    return finish(matrix_dir, meta)
+            display.skipped(run, info, "kept")
+        elif info["status"] == "failed" and not retry_failed:
+            display.skipped(run, info, "RETRY_FAILED=1 retries it")
+        elif run["run_id"] in busy or claimed(run_dir):
+            display.skipped(run, info, "already running")
+        else:
+            out.append(run)
+    return out
+
+
+def run_all(matrix_dir: Path, meta: dict, where: tuple[str, object], *, only: str | None = None,
+            retry_failed: bool = False, fail_fast: bool = False) -> int:
+    """Execute the matrix's unfinished runs (those `only` selects) where `execution()` said; locally, then the summary."""
+    scheduler, setting = where
+    runs = selected(meta["runs"], only)
+    if scheduler == "slurm":
+        from scripts import slurm
+
+        display = Display(matrix_dir, meta["runs"], live=False)
+        pending = todo(matrix_dir, runs, display, retry_failed, slurm.active(matrix_dir))
+        return slurm.submit(matrix_dir, meta, [r["run_id"] for r in pending], setting) if pending else 0
+    display = Display(matrix_dir, meta["runs"])
+    try:
+        pending = todo(matrix_dir, runs, display, retry_failed)
+        fork = not any(s.gpus for s in setting)
+        print(f"{len(pending)} to run, {len(setting)} at once ({setting[0].describe()} each)", flush=True)
+        launch.Pool(setting, display, fail_fast=fail_fast, fork=fork).run(pending)
+    finally:
+        display.close()
+    return finish(matrix_dir, meta, runs)
 
 
 # -- commands -------------------------------------------------------------------
 def overrides_from(args) -> dict:
     return {"--epochs": args.epochs} if getattr(args, "epochs", None) else {}
+
+
+def execution_symbol(name: str) -> bool:
+    """A symbol that says where and how many runs execute, never what a run computes: free to change between run and continue."""
+    return name.startswith(("MATRIX_JOBS", "MATRIX_THREADS", "MATRIX_SCHEDULER", "SLURM_"))
 
 
 def cmd_run(args) -> int:
@@ -215,6 +234,8 @@ def cmd_run(args) -> int:
             raise MatrixError(f"{matrix_dir} already exists (a matrix started within the same second); run make again")
         overrides = overrides_from(args)
         runs = plan(values, matrix_dir, overrides)
+        selected(runs, args.only)
+        where = execution(args, values)  # bad input stops here, before the matrix directory exists
         matrix_dir.mkdir(parents=True)
         meta = {
             "schema": SCHEMA,
@@ -230,36 +251,66 @@ def cmd_run(args) -> int:
         }
         write_json(matrix_dir / MATRIX_FILE, meta)
         print(f"matrix {matrix_id}: {len(runs)} runs -> {matrix_dir}", flush=True)
-        return run_all(matrix_dir, meta)
+        return run_all(matrix_dir, meta, where, only=args.only, retry_failed=args.retry_failed, fail_fast=args.fail_fast)
 
 
 def cmd_continue(args) -> int:
     matrix_dir, meta = open_matrix(args.results)
     config_file = os.environ.get("KCONFIG_CONFIG", ".config")
+    values = dict(meta["config"])
     if Path(config_file).exists():
-        changed = config.diff(meta["config"], config.load(config_file))
+        current = config.load(config_file)
+        changed = config.diff({k: v for k, v in meta["config"].items() if not execution_symbol(k)},
+                              {k: v for k, v in current.items() if not execution_symbol(k)})
         if changed:
             raise MatrixError(
                 f"{config_file} changed since {meta['id']} was planned; restore it or start a new matrix with 'make'. "
                 f"Changed: {'; '.join(changed)}"
             )
+        values.update({k: v for k, v in current.items() if execution_symbol(k)})  # JOBS, scheduler: as .config says now
     planned = plan(meta["config"], matrix_dir, meta.get("overrides", {}))
     if [r["run_id"] for r in planned] != [r["run_id"] for r in meta["runs"]]:
         raise MatrixError(f"{matrix_dir}: the planned runs no longer match this version of the harness")
+    selected(meta["runs"], args.only)
+    where = execution(args, values)
     with lock(matrix_dir.parent, meta["id"]):
         print(f"continuing matrix {meta['id']} ({len(meta['runs'])} runs)", flush=True)
-        return run_all(matrix_dir, meta, retry_failed=args.retry_failed)
+        return run_all(matrix_dir, meta, where, only=args.only, retry_failed=args.retry_failed, fail_fast=args.fail_fast)
 
 
 def cmd_status(args) -> int:
     matrix_dir, meta = open_matrix(args.results)
-    alive = runner_alive(matrix_dir.parent, meta["id"])
+    slurm_states = {}
+    if (matrix_dir / "slurm").is_dir():
+        from scripts import slurm
+
+        slurm_states = slurm.task_states(matrix_dir)
     print(f"matrix {meta['id']} ({matrix_dir})")
-    for i, run in enumerate(meta["runs"], 1):
-        info = describe(matrix_dir / run["run_id"])
-        info["status"] = live_status(info, alive)
-        print(progress_line(i, len(meta["runs"]), run, info))
+    runs = selected(meta["runs"], args.only)
+    for run in runs:
+        run_dir = matrix_dir / run["run_id"]
+        info = describe(run_dir)
+        info["status"] = live_status(info, claimed(run_dir))
+        line = progress_line(meta["runs"].index(run) + 1, len(meta["runs"]), run, info)
+        state = slurm_states.get(run["run_id"])
+        print(f"{line}  [slurm: {state.lower()}]" if state else line)
     return 0
+
+
+def cmd_cancel(args) -> int:
+    matrix_dir, _ = open_matrix(args.results)
+    if not (matrix_dir / "slurm").is_dir():
+        raise MatrixError(f"{matrix_dir} was not submitted to Slurm; a local matrix stops with Ctrl-C")
+    from scripts import slurm
+
+    return slurm.cancel(matrix_dir)
+
+
+def cmd_run_one(args) -> int:
+    matrix_dir, meta = open_matrix(args.results)
+    outcome = launch.run_one(matrix_dir, meta, args.run)
+    print(f"{args.run}: {outcome.status}", flush=True)
+    return 0 if outcome.status in ("completed", "done") else 1
 
 
 def cmd_dry_run(args) -> int:
@@ -274,17 +325,27 @@ def cmd_dry_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    commands = {"run": cmd_run, "continue": cmd_continue, "status": cmd_status, "dry-run": cmd_dry_run,
+                "cancel": cmd_cancel, "run-one": cmd_run_one}
+    parsers = {name: sub.add_parser(name) for name in commands}
     for name in ("run", "dry-run"):
-        s = sub.add_parser(name)
-        s.add_argument("--epochs", type=int, help="override every model's epochs (make EPOCHS=N)")
-    for name in ("continue", "status"):
-        s = sub.add_parser(name)
-        s.add_argument("--results", help="matrix directory (default: the newest under the results directory)")
-    sub.choices["continue"].add_argument("--retry-failed", action="store_true")
+        parsers[name].add_argument("--epochs", type=int, help="override every model's epochs (make EPOCHS=N)")
+    for name in ("continue", "status", "cancel", "run-one"):
+        parsers[name].add_argument("--results", help="matrix directory (default: the newest under the results directory)")
+    for name in ("run", "continue"):
+        s = parsers[name]
+        s.add_argument("--jobs", help="runs at once: a number or auto (make JOBS=; default CONFIG_MATRIX_JOBS)")
+        s.add_argument("--threads", type=int, help="CPU threads per run, 0 = split the cores (make THREADS=)")
+        s.add_argument("--scheduler", help=f"one of {', '.join(SCHEDULERS)} (make SCHEDULER=; default CONFIG_MATRIX_SCHEDULER)")
+        s.add_argument("--fail-fast", action="store_true", help="start no new run after the first failure (make FAIL_FAST=1)")
+        s.add_argument("--retry-failed", action="store_true", default=False,
+                       help="rerun failed runs (make RETRY_FAILED=1)" if name == "continue" else argparse.SUPPRESS)
+    for name in ("run", "continue", "status"):
+        parsers[name].add_argument("--only", help="only the run ids matching this glob (make ONLY='*_adamw_*')")
+    parsers["run-one"].add_argument("--run", required=True, help="the run id to execute")
     args = p.parse_args(argv)
-    command = {"run": cmd_run, "continue": cmd_continue, "status": cmd_status, "dry-run": cmd_dry_run}[args.command]
     try:
-        return command(args)
+        return commands[args.command](args)
     except (config.ConfigError, MatrixError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

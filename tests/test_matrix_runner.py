@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.results import read_json, write_json
+from lib.results import claim, read_json, write_json
+from scripts import launch
 from scripts import matrix as runner
 
 # A stand-in for <model>.train: writes the run-directory contract, or fails when told to.
@@ -55,16 +57,24 @@ def repo_on_path(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(runner.REPO))
 
 
+def run_all(mdir: Path, meta: dict, jobs: int = 1, **options) -> int:
+    return runner.run_all(mdir, meta, ("local", launch.slots(jobs, 1, None, 2, 1)), **options)
+
+
+def run_one(mdir: Path, meta: dict, run_id: str) -> str:
+    return launch.run_one(mdir, meta, run_id).status
+
+
 def test_continue_keeps_done_resumes_interrupted_skips_failed(tmp_path, capsys):
     mdir, meta = make_matrix(tmp_path, {"done": [], "killed": [], "broken": ["--fail"], "new": []})
-    runner.execute(meta["runs"][0], resume=False)
+    run_one(mdir, meta, "done")
     kept = (mdir / "done" / "metrics.json").read_bytes()
     write_json(mdir / "killed" / "run.json", {"status": "running", "attempt": 1})  # died mid-run
     (mdir / "killed" / "checkpoint.pt").write_bytes(b"x")
     (mdir / "killed" / "train.log").write_text("attempt 1\n")
-    runner.execute(meta["runs"][2], resume=False)
+    run_one(mdir, meta, "broken")
 
-    assert runner.run_all(mdir, meta) == 1  # 'broken' is still failed
+    assert run_all(mdir, meta) == 1  # 'broken' is still failed
     out = capsys.readouterr().out
     assert "done" in out and "(kept)" in out and "RETRY_FAILED=1" in out
     assert (mdir / "done" / "metrics.json").read_bytes() == kept
@@ -74,7 +84,7 @@ def test_continue_keeps_done_resumes_interrupted_skips_failed(tmp_path, capsys):
     assert read_json(mdir / "new" / "run.json")["status"] == "completed"
     assert read_json(mdir / "broken" / "run.json")["attempt"] == 1  # not retried
 
-    assert runner.run_all(mdir, meta, retry_failed=True) == 1  # retried, fails again
+    assert run_all(mdir, meta, retry_failed=True) == 1  # retried, fails again
     assert read_json(mdir / "broken" / "run.json")["attempt"] == 2
     assert (mdir / "broken" / "train.log.1").exists()
     assert "| broken | failed |" in (mdir / "summary.md").read_text()
@@ -83,7 +93,7 @@ def test_continue_keeps_done_resumes_interrupted_skips_failed(tmp_path, capsys):
 def test_a_trainer_that_dies_silently_is_marked_failed_with_its_last_error(tmp_path):
     mdir, meta = make_matrix(tmp_path, {"crash": []})
     meta["runs"][0]["argv"] = [sys.executable, "-c", "import sys; print('error: out of cheese', file=sys.stderr); sys.exit(3)", "--output-dir", str(mdir / "crash")]
-    assert runner.execute(meta["runs"][0], resume=False) == "failed"
+    assert run_one(mdir, meta, "crash") == "failed"
     record = read_json(mdir / "crash" / "run.json")
     assert record["exit_code"] == 3 and record["error"] == "error: out of cheese"
 
@@ -97,17 +107,17 @@ def test_lock_refuses_a_second_holder(tmp_path):
         pass
 
 
-# A runner stand-in: takes the results lock for a matrix, marks a run as running, says so, and waits to be killed.
+# A trainer stand-in: holds a run's claim, marks the run as running, says so, and waits to be killed.
 HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from lib.results import RunRecord, lock
-    root, matrix_id = Path(sys.argv[1]), sys.argv[2]
-    with lock(root, matrix_id):
-        RunRecord(root / matrix_id / "a").start("a", [], 1)
-        print("holding", flush=True)
-        sys.stdin.read()  # until the test kills this process
+    from lib.results import RunRecord, claim
+    run_dir = Path(sys.argv[1])
+    fd = claim(run_dir)
+    RunRecord(run_dir).start(run_dir.name, [], 1)
+    print("holding", flush=True)
+    sys.stdin.read()  # until the test kills this process
     """
 )
 
@@ -119,10 +129,10 @@ def status_lines(mdir: Path, capsys) -> list[str]:
 
 def test_status_tells_a_killed_runner_from_a_live_one(tmp_path, capsys):
     mdir, meta = make_matrix(tmp_path, {"a": [], "b": []})
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(mdir.parent), meta["id"]],
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(mdir / "a")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline() == "holding\n"  # blocks until the lock is held and run.json written
+        assert holder.stdout.readline() == "holding\n"  # blocks until the claim is held and run.json written
         live = status_lines(mdir, capsys)
         assert "] a " in live[0] and live[0].rstrip().endswith("running") and live[1].rstrip().endswith("pending")
     finally:
@@ -133,13 +143,18 @@ def test_status_tells_a_killed_runner_from_a_live_one(tmp_path, capsys):
     assert dead[0].rstrip().endswith("interrupted (runner gone)")
 
 
-def test_a_runner_of_another_matrix_does_not_keep_a_dead_run_alive(tmp_path, capsys):
+def test_only_the_runs_claim_keeps_it_alive_not_the_results_lock(tmp_path, capsys):
     mdir, meta = make_matrix(tmp_path, {"a": []})
-    write_json(mdir / "a" / "run.json", {"status": "running", "attempt": 1})  # its runner was killed
-    with runner.lock(mdir.parent, "20260102-000000-other"):
+    write_json(mdir / "a" / "run.json", {"status": "running", "attempt": 1})  # its trainer was killed
+    with runner.lock(mdir.parent, meta["id"]):  # a runner of this matrix (continue) that has not claimed it
         assert status_lines(mdir, capsys)[0].rstrip().endswith("interrupted (runner gone)")
-    with runner.lock(mdir.parent, meta["id"]):
+    fd = claim(mdir / "a")
+    try:
         assert status_lines(mdir, capsys)[0].rstrip().endswith("running")
+        assert claim(mdir / "a") is None  # one process executes a run
+    finally:
+        os.close(fd)
+    assert status_lines(mdir, capsys)[0].rstrip().endswith("interrupted (runner gone)")
 
 
 def test_matrix_name_follows_the_defconfig_record(tmp_path, monkeypatch):

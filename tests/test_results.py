@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -75,11 +76,12 @@ def test_describe_and_load_runs_read_a_matrix_directory(tmp_path):
     assert [m["final"] for m in results.load_runs(tmp_path)] == [{"accuracy": 90.0}]
 
 
-def test_a_running_run_without_a_live_runner_is_shown_as_interrupted(tmp_path):
-    assert not results.runner_alive(tmp_path, "m")  # no lock file: nobody ever ran here
-    with results.lock(tmp_path, "m"):
-        assert results.runner_alive(tmp_path, "m") and not results.runner_alive(tmp_path, "other")
-    assert not results.runner_alive(tmp_path, "m")
+def test_a_running_run_without_a_live_claim_is_shown_as_interrupted(tmp_path):
+    assert not results.claimed(tmp_path / "a")  # no claim file: nobody ever ran it
+    fd = results.claim(tmp_path / "a")
+    assert results.claimed(tmp_path / "a") and results.claim(tmp_path / "a") is None
+    os.close(fd)
+    assert not results.claimed(tmp_path / "a") and not results.claimed(tmp_path / "b")
     assert results.live_status({"status": "running"}, alive=True) == "running"
     assert results.live_status({"status": "running"}, alive=False) == "interrupted (runner gone)"
     assert results.live_status({"status": "completed"}, alive=False) == "completed"
