@@ -14,7 +14,8 @@ iteration over --max-iters. Writes
 run.json, metrics.json (validation loss and perplexity every
 --eval-interval iterations), checkpoint.pt and best.pt to --output-dir, from
 process 0 only; --resume continues from checkpoint.pt exactly (every RNG
-state and the data position).
+state and the data position). SIGUSR1 or SIGTERM stops the run after the
+current iteration with a checkpoint of it (lib/run.py).
 """
 
 from __future__ import annotations
@@ -116,6 +117,20 @@ def global_mean(loss_sum: torch.Tensor, iters: int, args) -> float:
     return distributed.all_reduce_sum(loss_sum.detach().clone()).item() / (iters * args.grad_accum)
 
 
+def stopped_part(state: dict, run: Run) -> dict:
+    """This process's part of a checkpoint a signal stopped between evaluations ({} otherwise).
+
+    Written by another number of processes, process 0 takes the whole sum:
+    the next evaluation's training loss is the same mean.
+    """
+    parts = state.get("per_process")
+    if parts is None:
+        return {}
+    if len(parts) == run.world_size:
+        return parts[run.rank]
+    return {"interval_loss": sum(p["interval_loss"] for p in parts) if run.is_main else 0.0}
+
+
 def main(args: argparse.Namespace) -> dict:
     """Train GPT-2 as `args` says (under torchrun: one process of a DDP run); returns the metrics.json content."""
     with Run(args, model="gpt2", dataset=args.dataset, unit="iter", goal=LOSS) as run:
@@ -149,6 +164,9 @@ def main(args: argparse.Namespace) -> dict:
         it = state.get("iter", 0)
         train_seconds = state.get("train_seconds", 0.0)  # in training iterations only (no evaluation or checkpointing)
         stopped_by = state.get("stopped_by", "max_iters")
+        # Losses summed since the last evaluation: this process's own, from a checkpoint a signal stopped between two.
+        interval_loss = torch.tensor(stopped_part(state, run).get("interval_loss", 0.0), device=device)
+        interval_iters = state.get("interval_iters", 0)
         run.start(model_size=args.model_size, block_size=args.block_size, tokens_per_iter=tokens_per_iter,
                   processes=run.world_size)
         net, eval_net = run.wrap(model)
@@ -175,15 +193,23 @@ def main(args: argparse.Namespace) -> dict:
                 print(f"eval iter {it}: train_loss {train_loss if train_loss is None else round(train_loss, 4)} "
                       f"val_loss {val_loss:.4f} val_ppl {entry['val_perplexity']:.2f} sparsity {entry['sparsity']:.3f}",
                       flush=True)
-            run.evaluated(entry, data={"sequences": it * args.grad_accum * args.batch_size, "order": "shuffled windows"},
-                          train_seconds=train_seconds, stopped_by=stopped_by)
+            run.evaluated(entry, **position())
+
+        def position() -> dict:
+            """checkpoint.pt's fields for iteration `it`: the data position and the training clock."""
+            return {"data": {"sequences": it * args.grad_accum * args.batch_size, "order": "shuffled windows"},
+                    "train_seconds": train_seconds, "stopped_by": stopped_by}
 
         net.train()
         run.monitor.set_phase("train")
-        interval_loss, interval_iters = torch.zeros((), device=device), 0  # summed losses since the last evaluation
-        log_loss, log_iters = torch.zeros((), device=device), 0  # ... and since the last progress line
+        log_loss, log_iters = torch.zeros((), device=device), 0  # summed losses since the last progress line
         segment = log_start = time.monotonic()
         while it < args.max_iters:
+            signum = run.stop_requested()
+            if signum:  # SIGUSR1/SIGTERM: checkpoint this iteration and stop
+                train_seconds += time.monotonic() - segment
+                run.stop(signum, f"iteration {it} of {args.max_iters}", it, {**position(), "interval_iters": interval_iters},
+                         per_process={"interval_loss": interval_loss.item()})
             # One iteration: this process's micro-batches (DDP averages the gradients on the last), one optimizer step.
             for j in range(local_accum):
                 x, y = get_batch(train_data, order, args, it, run.rank * local_accum + j, device)

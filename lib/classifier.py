@@ -7,6 +7,15 @@ shape). The Run owns the run directory, the checkpoint bundle and the
 records; here are the epochs: train, evaluate, one history entry, and
 checkpoint.pt after every epoch.
 
+A run stopped by a signal (`Run.stop`) part-way through an epoch records the
+steps done in that epoch, each process's running loss sums and its data
+loader generator's state at the start of the epoch. On --resume the epoch is
+drawn again from that state, so the sampler yields the same order, and
+`rest_of_epoch` skips the batches already trained without loading them: the
+resumed run is the uninterrupted one, step for step. (With --workers > 0 and
+random augmentation, the rest of that one epoch gets other augmentation
+draws: each worker's random stream depends on the batches it has loaded.)
+
 Under DDP (started by torchrun) the global `--batch-size` is split over the
 processes, each rank samples its share of the training set through a
 DistributedSampler (seeded with --seed, reshuffled per epoch) and evaluates
@@ -18,19 +27,27 @@ and rank 0's are broadcast before evaluating and saving.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from lib import distributed, optim, pruning
 from lib.run import ACCURACY, Run, TrainingDiverged, autocast, optimizer_step
 
 
-def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp: str = "off", scaler=None, scheduler=None) -> float:
-    """One pass over `loader`; returns the mean training loss (over every process under DDP)."""
+def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp: str = "off", scaler=None, scheduler=None,
+                    done: int = 0, sums: torch.Tensor | None = None, after_step=None) -> float:
+    """One pass over `loader`; returns the mean training loss (over every process under DDP).
+
+    A resumed epoch passes the steps already `done` (`loader` holds the rest)
+    and this process's loss `sums` so far; `after_step(steps_done, sums)` runs
+    after every optimizer step (the run's stop check).
+    """
     model.train()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, example count
-    for step, (x, y) in enumerate(loader):
+    total = torch.zeros(2, dtype=torch.float64, device=device) if sums is None else sums  # loss sum, example count
+    for step, (x, y) in enumerate(loader, start=done):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, amp):
             loss = F.cross_entropy(model(x), y)
@@ -39,6 +56,8 @@ def train_one_epoch(model, loader, optimizer, pruner, device, epoch: int, *, amp
         (scaler.scale(loss) if scaler is not None else loss).backward()
         optimizer_step(optimizer, scaler, pruner, scheduler)
         total += torch.stack([loss.detach().double() * len(y), torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+        if after_step is not None:
+            after_step(step + 1, total)
     distributed.all_reduce_sum(total)
     return (total[0] / total[1]).item()
 
@@ -84,6 +103,48 @@ def loaders(args, run: Run, train_set, val_set, generator):
     return train_loader, val_loader
 
 
+class SkipSampler(Sampler):
+    """`sampler`'s order without its first `skip` indices (never loaded): the rest of an epoch stopped part-way."""
+
+    def __init__(self, sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+def rest_of_epoch(loader: DataLoader, done: int) -> DataLoader:
+    """The batches of `loader`'s epoch after the first `done`, in the order its sampler and generator draw now."""
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=SkipSampler(loader.sampler, done * loader.batch_size),
+        generator=loader.generator, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+    )
+
+
+def stopped_part(position: dict, run: Run) -> dict | None:
+    """This process's part of a checkpoint written part-way through an epoch (None at an epoch's end)."""
+    parts = position.get("per_process")
+    if parts is None:
+        return None
+    if len(parts) != run.world_size:
+        raise ValueError(f"checkpoint.pt stopped part-way through an epoch with {len(parts)} process(es) and can only "
+                         f"continue with as many, not {run.world_size} (CONFIG_DDP_PROCS); it was kept")
+    return parts[run.rank]
+
+
+def stop_check(run: Run, epoch: int, steps: int, loader_state: torch.Tensor):
+    """`train_one_epoch`'s `after_step`: on a stop request, checkpoint the position in the epoch and stop."""
+    def check(done: int, sums: torch.Tensor) -> None:
+        signum = run.stop_requested()
+        if signum:
+            run.stop(signum, f"epoch {epoch + 1}, step {done} of {steps}", epoch, {"epoch_steps": done},
+                     per_process={"loader": loader_state, "loss_sums": sums.tolist()})
+    return check
+
+
 def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str) -> dict:
     """Train a classifier as `args` says; returns the metrics.json content."""
     with Run(args, model=model_name, dataset=dataset, unit="epoch", goal=ACCURACY) as run:
@@ -97,16 +158,24 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         scheduler = optim.scheduler_from_args(args, optimizer, total_steps)
         pruner = pruning.from_args(args, model, optimizer, total_steps, steps_per_epoch=len(train_loader))
         run.attach(model, optimizer, scheduler, pruner)
-        start_epoch = run.resume().get("epoch", 0)
+        position = run.resume()
+        start_epoch, part = position.get("epoch", 0), stopped_part(position, run)
         run.start()
         train_net, eval_net = run.wrap(model)  # `model` keeps owning the weights (state_dict, pruner, best.pt)
 
         for epoch in range(start_epoch, args.epochs):
             if isinstance(train_loader.sampler, DistributedSampler):
                 train_loader.sampler.set_epoch(epoch)
+            loader, done, sums = train_loader, 0, None
+            if part is not None and epoch == start_epoch:  # the rest of the epoch a signal stopped
+                generator.set_state(part["loader"].cpu())  # a generator's state lives on the CPU
+                done = position["epoch_steps"]
+                loader = rest_of_epoch(train_loader, done)
+                sums = torch.tensor(part["loss_sums"], dtype=torch.float64, device=run.device)
+            check = stop_check(run, epoch, len(train_loader), generator.get_state())
             run.monitor.set_phase("train")
-            train_loss = train_one_epoch(train_net, train_loader, optimizer, pruner, run.device, epoch,
-                                         amp=run.amp, scaler=run.scaler, scheduler=scheduler)
+            train_loss = train_one_epoch(train_net, loader, optimizer, pruner, run.device, epoch, amp=run.amp,
+                                         scaler=run.scaler, scheduler=scheduler, done=done, sums=sums, after_step=check)
             sync_buffers(model)
             run.monitor.set_phase("eval")
             val_loss, val_acc = evaluate(eval_net, val_loader, run.device, amp=run.amp)

@@ -38,10 +38,21 @@ What it owns:
   loop's own position fields (epoch, or iteration and data position).
   A process without a saved RNG state (another process count) keeps its
   fresh one; process 0 always continues its own.
+- Stopping on a signal: under `execute`, SIGUSR1 (Slurm's warning before a
+  time limit) and SIGTERM (preemption, scancel) only set a flag. A loop asks
+  `stop_requested()` after every optimizer step (under DDP one tiny
+  all-reduce, so every process stops at the same step) and, when asked, calls
+  `stop(...)`: checkpoint.pt for that exact position (the loop's fields, and
+  each process's own part such as its running loss sums), then `Stopped`.
+  The run ends "interrupted" with `stop_exit_code(signum)`, 128 + the
+  signal's number, and --resume continues it as if it had never stopped.
 - Failure: leaving the `with` block by an exception still writes memory.json
   and closes the trackers; `execute(main, args)` marks run.json
-  "interrupted" (KeyboardInterrupt, SIGTERM) or "failed" and prints one line
-  on stderr. A NaN loss is `TrainingDiverged`, naming the step.
+  "interrupted" (a stop, or KeyboardInterrupt: SIGINT, exit 130) or
+  "failed" and prints one line on stderr. A NaN loss is `TrainingDiverged`,
+  naming the step.
+- run.json also records the torch threads and CUDA_VISIBLE_DEVICES the run
+  had (`threads`, `visible_devices`: None when unset), as the runner set them.
 
 `optimizer_step()` is the one order of the hooks after backward, for every
 loop: unscale (fp16) -> pruner.mask_gradients -> clip -> optimizer step ->
@@ -62,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from lib import checkpoint, distributed, monitor, pruning, tracking
 from lib.data import DatasetMissing
@@ -72,8 +84,26 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 UNIT_WORDS = {"epoch": ("epoch", "epochs"), "iter": ("iteration", "iterations")}  # a history key: how it is said
 
 
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # stop at the next optimizer step, with a checkpoint of it
+_stop_signal = 0  # the last stop signal received (0: none); set by the handler `execute` installs
+
+
 class TrainingDiverged(Exception):
     pass
+
+
+def stop_exit_code(signum: int) -> int:
+    """The exit status of a run stopped by `signum`: 128 + its number, the shell's convention (SIGUSR1 138, SIGTERM 143)."""
+    return 128 + signum
+
+
+class Stopped(Exception):
+    """The run stopped on a signal after writing checkpoint.pt for its exact position."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = stop_exit_code(signum)
 
 
 # Errors whose message already says what is wrong and what to do.
@@ -210,7 +240,8 @@ class Run:
         try:
             if exc_type is not None:
                 try:
-                    self._close(exit_code=130 if issubclass(exc_type, KeyboardInterrupt) else 1)
+                    code = exc.exit_code if isinstance(exc, Stopped) else 130 if issubclass(exc_type, KeyboardInterrupt) else 1
+                    self._close(exit_code=code)
                 except Exception as e:  # the failure being raised matters more than the monitor's last write
                     print(f"warning: could not close the memory monitor or trackers: {e}", file=sys.stderr)
         finally:
@@ -286,8 +317,39 @@ class Run:
             print(f"note: the checkpoint was written by {len(ranks)} process(es); only process 0's RNG state carries over", flush=True)
         self.history, self.best, self.elapsed_before = state["history"], state["best"], state["elapsed_s"]
         if self.is_main:
-            print(f"resumed from {path} at {UNIT_WORDS[self.unit][0]} {state[self.unit]}", flush=True)
+            where = state.get("interrupted_at") or f"{UNIT_WORDS[self.unit][0]} {state[self.unit]}"
+            print(f"resumed from {path} at {where}", flush=True)
         return state
+
+    def stop_requested(self) -> int:
+        """The signal that asked this run to stop (SIGUSR1, SIGTERM), or 0; the same answer on every process.
+
+        A loop asks after every optimizer step. Under DDP the processes
+        agree by one all-reduce of a single number (the highest signal any
+        of them received), so all stop after the same step even when the
+        signal reached only some of them; one process asks for free.
+        """
+        if not self.distributed:
+            return _stop_signal
+        flag = torch.tensor([_stop_signal], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def stop(self, signum: int, where: str, step: int, fields: dict, per_process: dict | None = None):
+        """Write checkpoint.pt for the exact position and raise `Stopped`; call it on every process.
+
+        `where` names the position ("epoch 3, step 17 of 45"), `step` and
+        `fields` are what `evaluated` takes (the unit's count, the loop's
+        position fields); `per_process` is this process's own part of the
+        position (running loss sums, its data loader's state), stored in rank
+        order as the checkpoint's "per_process".
+        """
+        rng = distributed.gather_objects(checkpoint.rng_state(self.generator))
+        parts = distributed.gather_objects(per_process)
+        if self.is_main:
+            bundle = self._bundle(rng, step, {**fields, "per_process": parts, "interrupted_at": where})
+            checkpoint.save(self.out / "checkpoint.pt", bundle)
+        raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at {where}; checkpoint.pt holds this position")
 
     def _bundle(self, rng: list, step: int, fields: dict) -> dict:
         return {
@@ -325,14 +387,16 @@ class Run:
         }
 
     def start(self, **header) -> None:
-        """The run begins (after `resume`): run.json "running", the monitor and trackers (process 0), the clock."""
+        """The run begins (after `resume`): run.json "running" with its threads and GPUs, monitor and trackers, the clock."""
         self.metrics = self.header(**header)
         self._started = time.monotonic()
         if not self.is_main:
             return
         self.record.start(self.out.name, sys.argv, self.args.seed)
+        had = {"threads": torch.get_num_threads(), "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         if self.budget is not None and self.budget["extension_percent"]:
-            self.record.update(budget=self.budget)
+            had["budget"] = self.budget
+        self.record.update(**had)
         self.monitor = monitor.for_run(self.args, self.device, self.out)
         self.trackers = tracking.for_run(self.args, model=self.model_name, dataset=self.dataset, run_dir=self.out)
         self.monitor.on_sample = self.trackers.log_memory if self.trackers.trackers else None
@@ -424,16 +488,27 @@ class Run:
         self._note_warnings()
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _request_stop(signum, frame):
+    global _stop_signal
+    _stop_signal = signum
 
 
 def execute(main, args) -> int:
-    """Call a trainer's main(args); turn a failure into a marked run.json and one stderr line; the exit code."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    """Call a trainer's main(args); turn a failure into a marked run.json and one stderr line; the exit code.
+
+    While it runs, SIGUSR1 and SIGTERM ask the loop to stop at its next
+    optimizer step (`Run.stop_requested`); SIGINT stays KeyboardInterrupt.
+    """
+    global _stop_signal
+    _stop_signal = 0
+    before = {s: signal.signal(s, _request_stop) for s in STOP_SIGNALS}
     try:
         main(args)
         return 0
+    except Stopped as e:
+        _mark(args, "interrupted", e.exit_code, str(e))
+        print(f"error: {Path(args.output_dir).name}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         _mark(args, "interrupted", 130, "interrupted")
         print(f"error: {Path(args.output_dir).name}: interrupted", file=sys.stderr)
@@ -443,6 +518,9 @@ def execute(main, args) -> int:
         _mark(args, "failed", 1, message)
         print(f"error: {message}", file=sys.stderr)
         return 1
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def _mark(args, status: str, code: int, message: str) -> None:
