@@ -12,7 +12,7 @@ ONLY ?=
 EXECUTION = $(if $(JOBS),--jobs $(JOBS)) $(if $(THREADS),--threads $(THREADS)) \
 	$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(FAIL_FAST),--fail-fast) $(if $(ONLY),--only '$(ONLY)')
 
-.PHONY: all quickstart continue status cancel dry-run update-graphs publish-graphs
+.PHONY: all quickstart continue status cancel dry-run estimate update-graphs publish-graphs
 ## all: run the matrix that .config describes (EPOCHS=N shortens it; JOBS=N|auto, THREADS=N, SCHEDULER=local|slurm, FAIL_FAST=1, ONLY=glob)
 all: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.matrix run $(if $(EPOCHS),--epochs $(EPOCHS)) $(EXECUTION)
@@ -37,6 +37,10 @@ cancel: $(DEPS)
 ## dry-run: list the runs .config expands to, with their command lines
 dry-run: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.matrix dry-run $(if $(EPOCHS),--epochs $(EPOCHS))
+
+## estimate: the expected wall time of the matrix .config describes, for JOBS=N here and the Slurm throttle
+estimate: $(DEPS)
+	$(Q)$(PYTHON) -m scripts.estimate $(if $(JOBS),--jobs $(JOBS))
 
 ## update-graphs: redraw results/<id>/graphs/ and report.md of the newest (or RESULTS=) matrix
 update-graphs: $(DEPS)
