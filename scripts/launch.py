@@ -21,8 +21,10 @@ A trainer starts one of two ways:
   and every Slurm task).
 
 `Pool` runs up to JOBS runs at once: a failed run never stops the others;
-with `fail_fast` no new run starts after the first failure. `run_one` runs
-a single run to its end (the Slurm task's entry point).
+with `fail_fast` no new run starts after the first failure. SIGTERM to the
+runner reaches every running trainer, which checkpoints its exact position
+and stops (`make continue` resumes it); Ctrl-C interrupts them. `run_one`
+runs a single run to its end (the Slurm task's entry point).
 """
 
 from __future__ import annotations
@@ -238,6 +240,7 @@ def _forked_trainer(model: str, args: list[str], env: dict, threads: int, log_fd
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the runner's handler; the trainer sets its own
         os.environ.update(env)
         import torch
 
@@ -282,18 +285,19 @@ class Pool:
     def __init__(self, slots: list[Slot], display, *, fail_fast: bool = False, fork: bool = True):
         self.free, self.display, self.fail_fast, self.fork = list(slots), display, fail_fast, fork
         self.running: dict[int, Trainer] = {}
-        self.failed = False
+        self.failed = self.terminated = False
 
     def run(self, runs: list[dict]) -> None:
         """Execute `runs` (in order, as slots free up); returns when all started ones have ended."""
         queue = list(runs)
         if self.fork:
             preload(queue)
+        previous = signal.signal(signal.SIGTERM, self._terminate)
         try:
             while queue or self.running:
-                while queue and self.free and not (self.fail_fast and self.failed):
+                while queue and self.free and not self.stopped:
                     self._start(queue.pop(0))
-                if self.fail_fast and self.failed and not self.running:
+                if self.stopped and not self.running:
                     break
                 self._wait()
         except KeyboardInterrupt:
@@ -302,8 +306,21 @@ class Pool:
             while self.running:
                 self._wait()
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        why = "not started: the runner was told to stop" if self.terminated else "not started: FAIL_FAST after a failure"
         for run in queue:
-            self.display.skipped(run, describe(run_dir_of(run)), "not started: FAIL_FAST after a failure")
+            self.display.skipped(run, describe(run_dir_of(run)), why)
+
+    @property
+    def stopped(self) -> bool:
+        return self.terminated or (self.fail_fast and self.failed)
+
+    def _terminate(self, signum, frame) -> None:
+        """SIGTERM: every running trainer checkpoints and stops (they get it too); no new run starts."""
+        self.terminated = True
+        for trainer in self.running.values():
+            trainer.send(signum)
 
     def _start(self, run: dict) -> None:
         run_dir = run_dir_of(run)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from lib.results import MatrixError, read_json
 from scripts import launch
 
@@ -150,3 +154,37 @@ def test_a_failure_does_not_stop_the_others_unless_fail_fast(tmp_path):
     assert read_json(tmp_path / "ff" / "bad" / "run.json")["status"] == "failed"
     assert not (tmp_path / "ff" / "b" / "run.json").exists()
     assert ("skipped", "c", "not started: FAIL_FAST after a failure") in display.events
+
+
+# A stand-in trainer that runs until SIGTERM, then records that it stopped, as the real ones do.
+PATIENT = textwrap.dedent(
+    """
+    import signal, sys
+    from pathlib import Path
+    from lib.results import RunRecord
+    out = Path(sys.argv[sys.argv.index("--output-dir") + 1])
+    rec = RunRecord(out)
+    signal.signal(signal.SIGTERM, lambda s, f: (rec.finish("interrupted", 143, "stopped by SIGTERM"), sys.exit(143)))
+    rec.start(out.name, sys.argv, 1)
+    while True:
+        signal.pause()
+    """
+)
+
+
+def test_sigterm_to_the_runner_stops_its_trainers_and_starts_no_more(tmp_path):
+    script = tmp_path / "patient.py"
+    script.write_text(PATIENT)
+    runs = [{"run_id": r, "spec": {"seed": 1}, "argv": [sys.executable, str(script), "--output-dir", str(tmp_path / r)]}
+            for r in ("a", "b", "c")]
+    display = Events()
+    sender = threading.Thread(target=lambda: (
+        wait_until(lambda: (read_json(tmp_path / "a" / "run.json") or {}).get("status") == "running", "run a running"),
+        os.kill(os.getpid(), signal.SIGTERM),
+    ))
+    sender.start()
+    launch.Pool(launch.slots(1, 1, None, cpus=2), display, fork=False).run(runs)
+    sender.join()
+    assert read_json(tmp_path / "a" / "run.json")["status"] == "interrupted"
+    assert ("skipped", "b", "not started: the runner was told to stop") in display.events
+    assert not (tmp_path / "c" / "run.json").exists()
