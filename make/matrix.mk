@@ -49,3 +49,8 @@ update-graphs: $(DEPS)
 ## publish-graphs: copy RESULTS=results/<id>'s graphs to images/<model>/ (the tracked images the README shows)
 publish-graphs: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.graphs --publish $(if $(RESULTS),--results $(RESULTS))
+
+.PHONY: bench-matrix
+## bench-matrix: the quick start with JOBS=1 and JOBS=2 side by side (wall ratio, identical metrics) and the harness efficiency
+bench-matrix: $(DEPS)
+	$(Q)$(PYTHON) -m benchmarks.matrix $(BENCH_ARGS)
