@@ -37,22 +37,30 @@ def readme_test_command() -> str:
     return line.split("#")[0].strip()
 
 
-def test_ci_installs_tmux_when_missing_then_runs_the_readme_test_command(tmp_path):
+SLURM = ("sbatch", "slurmctld", "munged")  # what slurm-wlm and munge bring for tests/slurm_cluster.py
+
+
+def test_ci_installs_tmux_and_slurm_when_missing_then_runs_the_readme_test_command(tmp_path):
     result, calls = ci_run(tmp_path, tools=("apt-get", "make"), ci=True)
     assert result.returncode == 0, result.stderr
     assert readme_test_command() == "make test"
-    assert calls == ["apt-get update -qq", "apt-get install -y -qq tmux", "make test"]
+    assert calls == ["apt-get update -qq", "apt-get install -y -qq tmux slurm-wlm munge", "make test"]
 
 
-def test_ci_with_tmux_installs_nothing(tmp_path):
+def test_ci_installs_only_what_is_missing(tmp_path):
     result, calls = ci_run(tmp_path, tools=("apt-get", "make", "tmux"), ci=True)
+    assert result.returncode == 0 and calls == ["apt-get update -qq", "apt-get install -y -qq slurm-wlm munge", "make test"]
+
+
+def test_ci_with_the_packages_installs_nothing(tmp_path):
+    result, calls = ci_run(tmp_path, tools=("apt-get", "make", "tmux", *SLURM), ci=True)
     assert result.returncode == 0 and calls == ["make test"]
 
 
 def test_outside_ci_missing_tmux_is_an_error_not_an_install(tmp_path):
     result, calls = ci_run(tmp_path, tools=("apt-get", "make"), ci=False)
     assert result.returncode == 1 and calls == []
-    assert result.stderr.startswith("error: tmux is missing") and "apt-get install tmux" in result.stderr
+    assert result.stderr.startswith("error: missing system packages: tmux") and "apt-get install tmux" in result.stderr
 
 
 def test_no_make_target_installs_system_packages():
