@@ -60,8 +60,12 @@ def flag(argv: list[str], name: str) -> str | bool | None:
     """The value of `name` in `argv` (its last, as argparse takes it): its word, True for a bare switch, None when absent."""
     if name not in argv:
         return None
-    i = len(argv) - 1 - argv[::-1].index(name)
+    i = _last(argv, name)
     return argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else True
+
+
+def _last(argv: list[str], name: str) -> int:
+    return len(argv) - 1 - argv[::-1].index(name)
 
 
 def model_of(argv: list[str]) -> str | None:
@@ -129,12 +133,11 @@ def startups(matrix_dir: Path, runs: list[dict]) -> dict[str, float]:
         start, end = _time(record.get("started")), _time(record.get("finished"))
         if start is not None and end is not None and record.get("attempt") == 1:
             spans.append((start, end, run["run_id"]))
-    spans.sort()
-    out = {}
-    for k, (start, _, run_id) in enumerate(spans[1:], 1):
-        before = [end for _, end, _ in spans[:k]]
-        if max(before) <= start:
-            out[run_id] = start - max(before)
+    out, latest = {}, None  # latest: when the last of the runs started before ended
+    for start, end, run_id in sorted(spans):
+        if latest is not None and latest <= start:
+            out[run_id] = start - latest
+        latest = end if latest is None else max(latest, end)
     return out
 
 
@@ -156,7 +159,8 @@ def history(results_root: str | os.PathLike, argv: list[str], *, host: str, thre
                 samples.append((pace[1], pace[0], record.get("threads")))
                 matrices.add(matrix_dir)
         if alike:
-            gaps += [g for run_id, g in startups(matrix_dir, meta["runs"]).items() if run_id in {r["run_id"] for r in alike}]
+            ids = {r["run_id"] for r in alike}
+            gaps += [g for run_id, g in startups(matrix_dir, meta["runs"]).items() if run_id in ids]
     if not samples:
         return None
     same = [s for s in samples if threads is not None and s[2] == threads]
@@ -174,7 +178,7 @@ def history(results_root: str | os.PathLike, argv: list[str], *, host: str, thre
 def _set(argv: list[str], name: str, value: str) -> list[str]:
     argv = list(argv)
     if name in argv:
-        argv[argv.index(name) + 1] = value
+        argv[_last(argv, name) + 1] = value
     else:
         argv += [name, value]
     return argv
