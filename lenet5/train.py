@@ -27,11 +27,13 @@ def parse_args(argv=None):
     return cli.check(parser, parser.parse_args(argv))
 
 
+def load(args):
+    """(train, val) for --dataset."""
+    return data.digits(size=32) if args.dataset == "digits" else data.mnist(args.data_dir)
+
+
 def main(args):
-    if args.dataset == "digits":
-        train_set, val_set = data.digits(size=32)
-    else:
-        train_set, val_set = data.mnist(args.data_dir)
+    train_set, val_set = load(args)
     classifier.fit(args, lambda: LeNet5(num_classes=10), train_set, val_set, model_name="lenet5", dataset=args.dataset)
 
 

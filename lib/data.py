@@ -10,10 +10,15 @@ For the ResNets: `cifar10()`, `cifar100()` (torchvision's readers and on-disk
 format, downloaded when absent) and `image_folder()` (an ImageNet-style
 train/ and val/ tree) return augmented 3-channel training data, plain
 validation data and the class count; `digits_rgb()` is their offline stand-in.
+
+The in-memory datasets are loaded once per process (`functools.cache`; the
+datasets are never modified): the matrix runner's fork server loads a
+matrix's data before forking its trainers, which then share it.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -33,6 +38,7 @@ class DatasetMissing(Exception):
     """A dataset is not on disk and could not be downloaded."""
 
 
+@functools.cache
 def digits(size: int = 32, val_fraction: float = 0.2) -> tuple[TensorDataset, TensorDataset]:
     """scikit-learn's handwritten digits as 1 x size x size tensors, normalised on the train split."""
     from sklearn.datasets import load_digits
@@ -53,6 +59,7 @@ def _mnist_present(raw: Path) -> bool:
     return all((raw / f).exists() for f in MNIST_FILES)
 
 
+@functools.cache
 def mnist(root: str | Path, download: bool = True):
     """torchvision MNIST padded to 32x32 (the classic LeNet-5 input)."""
     from torchvision import datasets, transforms
@@ -89,6 +96,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DIGITS_OFFLINE_HINT = "or pick the offline handwritten digits (--dataset digits)"
 
 
+@functools.cache
 def digits_rgb(size: int = 32) -> tuple[TensorDataset, TensorDataset, int]:
     """The bundled digits as 3 x size x size tensors (grey copied to RGB), 10 classes, no download."""
     train, val = digits(size=size)
@@ -146,6 +154,7 @@ def _cifar(cls, label: str, root, download: bool, size: int, mean, std, offline_
     return train, val, len(train.classes)
 
 
+@functools.cache
 def cifar10(root, download: bool = True, size: int = 32, offline_hint: str = DIGITS_OFFLINE_HINT):
     """CIFAR-10 (50000/10000 images): random crop 32 with padding 4, horizontal flip, normalisation."""
     from torchvision import datasets
@@ -153,6 +162,7 @@ def cifar10(root, download: bool = True, size: int = 32, offline_hint: str = DIG
     return _cifar(datasets.CIFAR10, "CIFAR-10", root, download, size, CIFAR10_MEAN, CIFAR10_STD, offline_hint)
 
 
+@functools.cache
 def cifar100(root, download: bool = True, size: int = 32, offline_hint: str = DIGITS_OFFLINE_HINT):
     """CIFAR-100 (fine labels), with the same augmentation as `cifar10`."""
     from torchvision import datasets

@@ -168,15 +168,30 @@ def forkable(run: dict) -> bool:
 
 
 def preload(runs: list[dict]) -> None:
-    """Make this process a fork server for `runs`: torch and their trainers imported, one thread here."""
-    models = list(dict.fromkeys(r["spec"]["model"] for r in runs if forkable(r)))
-    if not models:
+    """Make this process a fork server for `runs`: what every trainer would load itself, loaded once here.
+
+    torch and torch._dynamo (which the first optimizer imports), each model's
+    trainer module, and its data for the first of its runs (the trainer's
+    `load(args)`; `lib.data` keeps it), all on one thread: no thread pool
+    may exist when the trainers are forked, and each sets its own count.
+    """
+    first = {}
+    for run in runs:
+        if forkable(run):
+            first.setdefault(run["spec"]["model"], run)
+    if not first:
         return
     import torch
+    import torch._dynamo  # noqa: F401
 
-    torch.set_num_threads(1)  # this process runs no torch work; children set their own count
-    for model in models:
-        importlib.import_module(f"{model}.train")
+    torch.set_num_threads(1)
+    for model, run in first.items():
+        module = importlib.import_module(f"{model}.train")
+        if hasattr(module, "load"):
+            try:
+                module.load(module.parse_args(run["argv"][3:]))
+            except (Exception, SystemExit):  # the trainer meets the same problem and reports it in its run
+                pass
 
 
 @dataclass
