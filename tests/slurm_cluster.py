@@ -1,4 +1,4 @@
-"""A one-node Slurm cluster on this machine for the tests: the `slurm` fixture.
+"""A one-node Slurm cluster on this machine for the tests: the `slurm_cluster` fixture.
 
 It writes a munge key and a slurm.conf into a temporary directory, starts
 munged, slurmctld and slurmd as root (all in the foreground, on free ports,
@@ -139,7 +139,7 @@ def _node_idle(cluster: Cluster, procs: list[subprocess.Popen]) -> bool:
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory) -> Cluster:
+def slurm_cluster(tmp_path_factory) -> Cluster:
     """A one-node Slurm cluster for the session; SLURM_CONF points at it while the session lasts."""
     _require_packages()
     root = tmp_path_factory.mktemp("slurm")
