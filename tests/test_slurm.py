@@ -118,6 +118,13 @@ def test_check_asks_the_cluster(slurm_cluster: Cluster):
     assert slurm_cluster.jobs() == before  # sbatch --test-only submits nothing
 
 
+def test_a_refused_submission_leaves_no_record(slurm_cluster: Cluster, tmp_path):
+    meta = {"id": "20260101-000000-custom", "config": {"SLURM_EXTRA_ARGS": "--no-such-option"}}
+    with pytest.raises(MatrixError, match=r"sbatch refused the job array: .*--no-such-option"):
+        slurm.submit(tmp_path, meta, ["a", "b"], 2)
+    assert slurm.submissions(tmp_path) == [] and not list((tmp_path / "slurm").glob("*.sh"))
+
+
 def test_tasks_slurm_has_forgotten_have_no_state(slurm_cluster: Cluster, tmp_path, capsys):
     """After MinJobAge Slurm no longer knows a finished job: its runs' state is "", nothing is active or cancelled."""
     (tmp_path / "slurm").mkdir()
