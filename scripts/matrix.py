@@ -271,6 +271,7 @@ def cmd_continue(args) -> int:
                 f"Changed: {'; '.join(changed)}"
             )
         values.update({k: v for k, v in current.items() if execution_symbol(k)})  # JOBS, scheduler: as .config says now
+        meta = {**meta, "config": values}  # what the submission reads (matrix.json keeps the planned copy)
     planned = plan(meta["config"], matrix_dir, meta.get("overrides", {}))
     if [r["run_id"] for r in planned] != [r["run_id"] for r in meta["runs"]]:
         raise MatrixError(f"{matrix_dir}: the planned runs no longer match this version of the harness")
@@ -287,7 +288,10 @@ def cmd_status(args) -> int:
     if (matrix_dir / "slurm").is_dir():
         from scripts import slurm
 
-        slurm_states = slurm.task_states(matrix_dir)
+        try:
+            slurm_states = slurm.task_states(matrix_dir)
+        except MatrixError as e:  # results read away from the cluster: run.json alone
+            print(f"note: no Slurm states ({e})")
     print(f"matrix {meta['id']} ({matrix_dir})")
     runs = selected(meta["runs"], args.only)
     for run in runs:
