@@ -8,8 +8,12 @@ max-pool. Everything else is torchvision's definition, randomly initialised.
 
 from __future__ import annotations
 
-import torchvision
+from typing import TYPE_CHECKING
+
 from torch import nn
+
+if TYPE_CHECKING:  # torchvision is imported by `build` only: a trainer parses its flags (STEMS) without it
+    import torchvision
 
 STEMS = ("cifar", "imagenet")
 
@@ -25,6 +29,8 @@ def cifar_stem(model: torchvision.models.ResNet) -> torchvision.models.ResNet:
 
 def build(arch: str, num_classes: int, stem: str = "cifar") -> torchvision.models.ResNet:
     """torchvision's `arch` ("resnet18", "resnet50", ...) with `num_classes` outputs and the given stem."""
+    import torchvision
+
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
     model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)

@@ -12,7 +12,6 @@ several processes (DDP), --batch-size being the global batch.
 import sys
 
 from lib import classifier, cli, data, run
-from resnet18.model import resnet18
 
 DATASETS = ("cifar10", "cifar100", "digits")
 OFFLINE_HINT = "or pick the offline handwritten digits (--dataset digits, CONFIG_RESNET18_DATASET_DIGITS)"
@@ -48,6 +47,8 @@ def load(args):
 
 
 def main(args):
+    from resnet18.model import resnet18  # torchvision: imported once the flags are known good
+
     train_set, val_set, classes = load(args)
     train_set = data.limit(train_set, args.train_samples)
     classifier.fit(args, lambda: resnet18(num_classes=classes), train_set, val_set, model_name="resnet18", dataset=args.dataset)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from lib import classifier, cli, data, run
 from lib.resnet import STEMS
-from resnet50.model import resnet50
 
 DATASETS = ("cifar100", "imagefolder", "digits")
 OFFLINE_HINT = "or pick the offline handwritten digits (--dataset digits, CONFIG_RESNET50_DATASET_DIGITS)"
@@ -59,6 +58,8 @@ def load(args):
 
 
 def main(args):
+    from resnet50.model import resnet50  # torchvision: imported once the flags are known good
+
     train_set, val_set, classes = load(args)
     train_set = data.limit(train_set, args.train_samples)
     classifier.fit(args, lambda: resnet50(num_classes=classes, stem=args.stem), train_set, val_set, model_name="resnet50", dataset=args.dataset)
