@@ -42,13 +42,15 @@ def rng_state(loader_generator: torch.Generator | None = None) -> dict:
 
 
 def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) -> None:
+    """Restore `rng_state()`'s states; they may arrive on the run's device (a checkpoint loaded with
+    map_location="cuda"), while generators take CPU byte tensors."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if loader_generator is not None and state.get("loader") is not None:
-        loader_generator.set_state(state["loader"])
+        loader_generator.set_state(state["loader"].cpu())
 
 
 def save(path: str | os.PathLike, payload: dict) -> None:

@@ -171,7 +171,7 @@ def preload(runs: list[dict]) -> None:
     """Make this process a fork server for `runs`: what every trainer would load itself, loaded once here.
 
     torch and torch._dynamo (which the first optimizer imports), each model's
-    trainer module, and its data for the first of its runs (the trainer's
+    trainer and model modules, and its data for the first of its runs (the trainer's
     `load(args)`; `lib.data` keeps it), all on one thread: no thread pool
     may exist when the trainers are forked, and each sets its own count.
     """
@@ -187,6 +187,7 @@ def preload(runs: list[dict]) -> None:
     torch.set_num_threads(1)
     for model, run in first.items():
         module = importlib.import_module(f"{model}.train")
+        importlib.import_module(f"{model}.model")  # trainers import their model (torchvision) only in main()
         if hasattr(module, "load"):
             try:
                 module.load(module.parse_args(run["argv"][3:]))
