@@ -7,7 +7,6 @@ usage:
   python -m scripts.matrix status [--results DIR] [--only GLOB]
   python -m scripts.matrix cancel [--results DIR]        cancel the matrix's Slurm job arrays
   python -m scripts.matrix dry-run [--epochs N]         print the runs and their command lines
-  python -m scripts.matrix run-one --run ID [--results DIR]   execute one run (a Slurm task does this)
 
 `run` writes matrix.json (config copy and hash, git state, versions, host,
 the planned runs with their argv) before the first run, then executes the
@@ -313,13 +312,6 @@ def cmd_cancel(args) -> int:
     return slurm.cancel(matrix_dir)
 
 
-def cmd_run_one(args) -> int:
-    matrix_dir, meta = open_matrix(args.results)
-    outcome = launch.run_one(matrix_dir, meta, args.run)
-    print(f"{args.run}: {outcome.status}", flush=True)
-    return 0 if outcome.status in ("completed", "done") else 1
-
-
 def cmd_dry_run(args) -> int:
     values = config.load(os.environ.get("KCONFIG_CONFIG", ".config"))
     runs = plan(values, Path(values["RESULTS_DIR"] or "results") / "<id>", overrides_from(args))
@@ -333,11 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     commands = {"run": cmd_run, "continue": cmd_continue, "status": cmd_status, "dry-run": cmd_dry_run,
-                "cancel": cmd_cancel, "run-one": cmd_run_one}
+                "cancel": cmd_cancel}
     parsers = {name: sub.add_parser(name) for name in commands}
     for name in ("run", "dry-run"):
         parsers[name].add_argument("--epochs", type=int, help="override every model's epochs (make EPOCHS=N)")
-    for name in ("continue", "status", "cancel", "run-one"):
+    for name in ("continue", "status", "cancel"):
         parsers[name].add_argument("--results", help="matrix directory (default: the newest under the results directory)")
     for name in ("run", "continue"):
         s = parsers[name]
@@ -349,7 +341,6 @@ def main(argv: list[str] | None = None) -> int:
                        help="rerun failed runs (make RETRY_FAILED=1)" if name == "continue" else argparse.SUPPRESS)
     for name in ("run", "continue", "status"):
         parsers[name].add_argument("--only", help="only the run ids matching this glob (make ONLY='*_adamw_*')")
-    parsers["run-one"].add_argument("--run", required=True, help="the run id to execute")
     args = p.parse_args(argv)
     try:
         return commands[args.command](args)

@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 
 from lib import config as cfg
+from lib import matrix
 from lib.results import MatrixError, now, open_matrix, read_json, write_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -266,7 +267,10 @@ def task(matrix_dir: Path, n: int) -> int:
 
     from scripts import launch
 
-    outcome = launch.run_one(matrix_dir, meta, run_id, forward=FORWARD)
+    # task/none binds no CPUs: the task's share is what it asked for, not every core the node shows.
+    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or launch.usable_cpus()
+    slot = launch.Slot(0, None, max(1, threads // max(1, matrix.processes(meta["config"]))))
+    outcome = launch.run_one(matrix_dir, meta, run_id, forward=FORWARD, slot=slot)
     print(f"{run_id}: {outcome.status}", flush=True)
     if outcome.status == "interrupted" and signal.SIGUSR1 in outcome.signals:
         name = f"{job}_{index}"
