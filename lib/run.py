@@ -81,6 +81,7 @@ from lib.results import SCHEMA, RunRecord, write_json
 
 BUNDLE = 2  # checkpoint.pt layout; a checkpoint without it was written before the one lifecycle
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+STOP_CHECK_STEPS = 20  # under DDP, optimizer steps between the processes' agreements on a stop signal
 UNIT_WORDS = {"epoch": ("epoch", "epochs"), "iter": ("iteration", "iterations")}  # a history key: how it is said
 
 
@@ -219,6 +220,7 @@ class Run:
         self.monitor, self.trackers = monitor.Monitor(None), tracking.Trackers()  # real ones from start(), on process 0
         self._started: float | None = None
         self._open = False
+        self._stop_asks = 0  # stop_requested() calls: under DDP every STOP_CHECK_STEPS-th one asks the other processes
 
     # -- processes --------------------------------------------------------------------
     @property
@@ -324,13 +326,18 @@ class Run:
     def stop_requested(self) -> int:
         """The signal that asked this run to stop (SIGUSR1, SIGTERM), or 0; the same answer on every process.
 
-        A loop asks after every optimizer step. Under DDP the processes
-        agree by one all-reduce of a single number (the highest signal any
-        of them received), so all stop after the same step even when the
-        signal reached only some of them; one process asks for free.
+        A loop asks after every optimizer step. One process answers for
+        free. Under DDP the processes agree by one all-reduce of a single
+        number (the highest signal any of them received), so all stop after
+        the same step even when the signal reached only some of them; as the
+        all-reduce waits for the GPU, they agree only every
+        `STOP_CHECK_STEPS` asks (a stop comes minutes before a time limit).
         """
         if not self.distributed:
             return _stop_signal
+        self._stop_asks += 1
+        if self._stop_asks % STOP_CHECK_STEPS:
+            return 0
         flag = torch.tensor([_stop_signal], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())

@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from conftest import PATIENCE_S, REPO, wait_until
 from gpt2 import train as gpt2_train
 from lib import classifier
+from lib import run as lib_run
 from lib.results import read_json
 from lib.run import execute, stop_exit_code
 from test_gpt2_train import corpus, tiny_args  # noqa: F401 (corpus is a fixture)
@@ -138,6 +139,7 @@ def test_gpt2_stopped_by_sigterm_between_evaluations_resumes_to_the_uninterrupte
 def _ddp_worker(rank: int, port: int, out: str, flags: tuple, signal_rank1_after: int, queue) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    lib_run.STOP_CHECK_STEPS = 1  # agree after every step, so the stop's step is known exactly
     if rank == 1 and signal_rank1_after:
         signal_after_step(pytest.MonkeyPatch(), classifier, signal_rank1_after, signal.SIGUSR1)
     queue.put((rank, fit_tiny(parse(out, *flags))))
@@ -176,3 +178,14 @@ def test_under_ddp_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path,
     assert two_processes(tmp_path / "stopped", *flags, "--resume") == [0, 0]
     a, b = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("straight", "stopped"))
     assert without_times(b["history"]) == without_times(a["history"])
+
+
+def test_under_ddp_the_processes_agree_on_a_stop_only_every_few_steps(monkeypatch):
+    """The all-reduce waits for the GPU: it runs on every STOP_CHECK_STEPS-th ask, never in between."""
+    reduced = []
+    monkeypatch.setattr(lib_run.dist, "all_reduce", lambda flag, op: reduced.append(int(flag.item())))
+    run = object.__new__(lib_run.Run)
+    run._stop_asks, run.device = 0, torch.device("cpu")
+    monkeypatch.setattr(lib_run.Run, "distributed", property(lambda self: True))
+    answers = [run.stop_requested() for _ in range(2 * lib_run.STOP_CHECK_STEPS)]
+    assert len(reduced) == 2 and answers == [0] * len(answers)
