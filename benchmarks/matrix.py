@@ -8,6 +8,7 @@ matrix of `--defconfig` (graphs off) runs three times, one after another:
   jobs1   JOBS=1, THREADS=1
   jobs2   JOBS=2, THREADS=1        the same threads per run as jobs1
   serial  JOBS=1, default threads  (all cores for the one run)
+  fresh   as jobs1, but every run a fresh process (MATRIX_FORK=0: no fork server)
 
 and prints, for each, the wall time of `python -m scripts.matrix run`
 (start-up, planning and summary included), the sum of its runs' training
@@ -31,7 +32,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = {"jobs1": ["--jobs", "1", "--threads", "1"], "jobs2": ["--jobs", "2", "--threads", "1"], "serial": ["--jobs", "1"]}
+SETTINGS = {
+    "jobs1": ["--jobs", "1", "--threads", "1"],
+    "jobs2": ["--jobs", "2", "--threads", "1"],
+    "serial": ["--jobs", "1"],
+    "fresh": ["--jobs", "1", "--threads", "1"],  # with MATRIX_FORK=0: no fork server
+}
+ENV = {"fresh": {"MATRIX_FORK": "0"}}
 
 
 def copy_repository(dest: Path) -> None:
@@ -50,12 +57,12 @@ def comparable(metrics: dict) -> dict:
     return {"history": history, "final": final}
 
 
-def run_matrix(root: Path, options: list[str], epochs: int | None) -> tuple[float, dict]:
+def run_matrix(root: Path, options: list[str], epochs: int | None, env: dict) -> tuple[float, dict]:
     """(wall seconds of the runner, {run id: metrics.json}) of one matrix in `root`."""
     before = set((root / "results").glob("*/matrix.json"))
     argv = [sys.executable, "-m", "scripts.matrix", "run", *options, *(["--epochs", str(epochs)] if epochs else [])]
     start = time.monotonic()
-    result = subprocess.run(argv, cwd=root, capture_output=True, text=True)
+    result = subprocess.run(argv, cwd=root, capture_output=True, text=True, env={**os.environ, **env})
     wall = time.monotonic() - start
     if result.returncode:
         sys.exit(f"error: {' '.join(argv[2:])} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         source = (root / "defconfigs" / args.defconfig).read_text()
         (root / "defconfigs" / "bench").write_text(source + "CONFIG_MATRIX_AUTO_GRAPHS=n\n")
         subprocess.run([sys.executable, "-m", "scripts.defconfig", "bench"], cwd=root, check=True, capture_output=True)
-        measured = {name: run_matrix(root, options, args.epochs) for name, options in SETTINGS.items()}
+        measured = {name: run_matrix(root, options, args.epochs, ENV.get(name, {})) for name, options in SETTINGS.items()}
     finally:
         if args.keep:
             print(f"kept: {root}")
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<8s} {' '.join(SETTINGS[name]):<28s} {wall:8.1f} {train:8.1f} {train / wall:10.2f}")
     (wall1, m1), (wall2, m2) = measured["jobs1"], measured["jobs2"]
     same = [rid for rid in m1 if comparable(m1[rid]) == comparable(m2[rid])]
-    print(f"\nwall jobs2 / jobs1: {wall2 / wall1:.2f}")
+    print(f"\nwall jobs2 / jobs1: {wall2 / wall1:.2f}; wall fresh / jobs1: {measured['fresh'][0] / wall1:.2f}")
     print(f"final metrics identical between jobs1 and jobs2: {len(same)}/{len(m1)} runs")
     return 0 if len(same) == len(m1) else 1
 

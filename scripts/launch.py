@@ -43,6 +43,7 @@ from lib.results import MatrixError, RunRecord, claim, describe, is_done
 
 REPO = Path(__file__).resolve().parent.parent
 GPUS_ENV = "MATRIX_GPUS"  # overrides the GPU list the runner sees: "0,1" (ids, real or not), "" for none
+FORK_ENV = "MATRIX_FORK"  # "0": every run a fresh process, even where it could be forked (comparison, debugging)
 TICK_S = 0.5  # how often the display refreshes while runs are in flight
 
 

@@ -208,7 +208,7 @@ def run_all(matrix_dir: Path, meta: dict, where: tuple[str, object], *, only: st
     display = Display(matrix_dir, meta["runs"])
     try:
         pending = todo(matrix_dir, meta["runs"], runs, display, retry_failed)
-        fork = not any(s.gpus for s in setting)
+        fork = not any(s.gpus for s in setting) and os.environ.get(launch.FORK_ENV) != "0"
         print(f"{len(pending)} to run, {len(setting)} at once ({setting[0].describe()} each)", flush=True)
         launch.Pool(setting, display, fail_fast=fail_fast, fork=fork).run(pending)
     finally:

@@ -179,3 +179,14 @@ def test_a_second_matrix_in_the_same_second_is_refused_not_a_traceback(tmp_path,
     (tmp_path / "results" / "20260101-120000-x").mkdir(parents=True)
     assert runner.main(["run"]) == 2
     assert "results/20260101-120000-x already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env, gpus, forked", [({}, None, True), ({"MATRIX_FORK": "0"}, None, False), ({}, ("0",), False)])
+def test_cpu_runs_are_forked_unless_told_not_to_gpu_runs_never(tmp_path, monkeypatch, env, gpus, forked):
+    mdir, meta = make_matrix(tmp_path, {"a": []})
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    seen = []
+    monkeypatch.setattr(launch.Pool, "run", lambda self, runs: seen.append(self.fork))
+    runner.run_all(mdir, meta, ("local", [launch.Slot(0, gpus, 1)]))
+    assert seen == [forked]
