@@ -12,7 +12,7 @@ ONLY ?=
 EXECUTION = $(if $(JOBS),--jobs $(JOBS)) $(if $(THREADS),--threads $(THREADS)) \
 	$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(FAIL_FAST),--fail-fast) $(if $(ONLY),--only '$(ONLY)')
 
-.PHONY: all quickstart continue status cancel dry-run estimate update-graphs publish-graphs
+.PHONY: all quickstart continue status cancel dry-run estimate update-graphs publish-graphs compare
 ## all: run the matrix that .config describes (EPOCHS=N shortens it; JOBS=N|auto, THREADS=N, SCHEDULER=local|slurm, FAIL_FAST=1, ONLY=glob)
 all: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.matrix run $(if $(EPOCHS),--epochs $(EPOCHS)) $(EXECUTION)
@@ -49,6 +49,10 @@ update-graphs: $(DEPS)
 ## publish-graphs: copy RESULTS=results/<id>'s graphs to images/<model>/ (the tracked images the README shows)
 publish-graphs: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.graphs --publish $(if $(RESULTS),--results $(RESULTS))
+
+## compare: A=results/<id1> B=results/<id2> (or defconfig names): B/compare-<A id>/compare.md and figures; fails when B regressed (TOLERANCE=0.5)
+compare: $(DEPS)
+	$(Q)$(PYTHON) -m scripts.compare $(A) $(B) $(if $(TOLERANCE),--tolerance $(TOLERANCE))
 
 .PHONY: bench-matrix
 ## bench-matrix: the quick start with JOBS=1 and JOBS=2 side by side (wall ratio, identical metrics) and the harness efficiency
