@@ -1,8 +1,9 @@
 """The one matrix expansion and the one run-id function.
 
 `expand(config)` turns a typed configuration (see `lib.config`) into the
-ordered list of runs: model x optimizer x pruning method x variant (state
-pruning's bitter* only) x sparsity x seed, keeping only valid combinations.
+ordered list of runs: model x optimizer (AdamWPrune once per checked base)
+x pruning method x variant (state pruning's bitter* only) x sparsity x seed,
+keeping only valid combinations.
 `run_id(spec)` names a run. `argv(spec, config)` is the command that runs
 it: the settings by `lib.config`'s naming rule, then the run's own axes.
 Run, continue, status, dry-run and the graphs all go through these three
@@ -29,6 +30,15 @@ OPTIMIZERS = {
 }
 # AdamWPrune runs only with these pruning methods; its other pairs are skipped.
 ADAMWPRUNE_PRUNING = ("none", "state")
+# AdamWPrune's base optimizers (lib.optim's BASES), one run each per checked box. AdamW, AdamWPrune's
+# own base, is checked by default; its runs are named plain "adamwprune" (`optimizer_label`).
+ADAMWPRUNE_BASES = {
+    "ADAMWPRUNE_BASE_ADAMW": "adamw",
+    "ADAMWPRUNE_BASE_ADAM": "adam",
+    "ADAMWPRUNE_BASE_ADAMWADV": "adamwadv",
+    "ADAMWPRUNE_BASE_ADAMWSPAM": "adamwspam",
+}
+DEFAULT_ADAMWPRUNE_BASE = "adamw"
 PRUNING = {"PRUNING_NONE": "none", "PRUNING_MAGNITUDE": "magnitude", "PRUNING_MOVEMENT": "movement", "PRUNING_STATE": "state"}
 # Symbols the runner itself reads (not passed to trainers as flags). DDP_PROCS: processes per run
 # (DDP through torchrun), for every model of the matrix. Every MATRIX_* and SLURM_* symbol (and
@@ -58,7 +68,7 @@ def budget_symbol(variant: str) -> str:
 
 
 def axis_symbols() -> set[str]:
-    return set(MODELS) | set(OPTIMIZERS) | set(PRUNING) | set(variants())
+    return set(MODELS) | set(OPTIMIZERS) | set(ADAMWPRUNE_BASES) | set(PRUNING) | set(variants())
 
 
 def matrix_symbols() -> set[str]:
@@ -75,15 +85,23 @@ class RunSpec:
     sparsity: float | None  # None for the dense baseline
     seed: int
     variant: str | None = None  # state-pruning variant (bitter*); None for every other method
+    base: str | None = None  # AdamWPrune's base optimizer; None for every other optimizer
     multi_seed: bool = False  # whether the id carries the seed
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def optimizer_label(spec: RunSpec) -> str:
+    """The optimizer as run ids name it: `adamwprune` on AdamW, `adamwprune-<base>` on another base."""
+    if spec.base in (None, DEFAULT_ADAMWPRUNE_BASE):
+        return spec.optimizer
+    return f"{spec.optimizer}-{spec.base}"
+
+
 def run_id(spec: RunSpec) -> str:
-    """`{model}_{optimizer}[_{variant}]_{pruning}[_{sparsity%}][_s{seed}]`."""
-    parts = [spec.model, spec.optimizer]
+    """`{model}_{optimizer}[_{variant}]_{pruning}[_{sparsity%}][_s{seed}]`, the optimizer by `optimizer_label`."""
+    parts = [spec.model, optimizer_label(spec)]
     if spec.variant:
         parts.append(spec.variant)
     parts.append(spec.pruning)
@@ -145,6 +163,11 @@ def expand(config: dict) -> list[RunSpec]:
             raise cfg.ConfigError(f"the configuration selects no {what}: pick at least one in 'make menuconfig'")
     if any(m != "none" for m in methods) and not sparsities:
         raise cfg.ConfigError("a pruning method is selected but no sparsity level: set CONFIG_SPARSITIES, e.g. \"0.5 0.7\"")
+    bases = _picked(config, ADAMWPRUNE_BASES) if "adamwprune" in optimizers else []
+    if "adamwprune" in optimizers and not bases:
+        raise cfg.ConfigError(
+            f"AdamWPrune is selected but no base optimizer: check at least one of {', '.join(f'CONFIG_{s}' for s in ADAMWPRUNE_BASES)}"
+        )
     picked_variants = _picked(config, variants()) if "state" in methods else []
     if "state" in methods and not picked_variants:
         raise cfg.ConfigError(
@@ -153,15 +176,16 @@ def expand(config: dict) -> list[RunSpec]:
     runs = []
     for model in models:
         for opt in optimizers:
-            for method in methods:
-                if opt == "adamwprune" and method not in ADAMWPRUNE_PRUNING:
-                    continue
-                if method == "state" and opt != "adamwprune":
-                    continue  # state pruning reads AdamWPrune's moments
-                for variant in (picked_variants if method == "state" else [None]):
-                    for sparsity in ([None] if method == "none" else sparsities):
-                        for seed in seeds:
-                            runs.append(RunSpec(model, opt, method, sparsity, seed, variant, multi_seed=len(seeds) > 1))
+            for base in (bases if opt == "adamwprune" else [None]):
+                for method in methods:
+                    if opt == "adamwprune" and method not in ADAMWPRUNE_PRUNING:
+                        continue
+                    if method == "state" and opt != "adamwprune":
+                        continue  # state pruning reads AdamWPrune's moments
+                    for variant in (picked_variants if method == "state" else [None]):
+                        for sparsity in ([None] if method == "none" else sparsities):
+                            for seed in seeds:
+                                runs.append(RunSpec(model, opt, method, sparsity, seed, variant, base, multi_seed=len(seeds) > 1))
     if not runs:
         raise cfg.ConfigError(
             "the configuration selects no valid run: adamwprune runs only with pruning "
@@ -174,6 +198,8 @@ def argv(spec: RunSpec, config: dict, output_dir: str, overrides: dict | None = 
     """The full command line of one run (a list, never a shell string)."""
     args = cfg.trainer_argv(config, spec.model)
     args += ["--optimizer", spec.optimizer, "--pruning-method", spec.pruning, "--seed", str(spec.seed)]
+    if spec.base:
+        args += ["--adamwprune-base", spec.base]
     if spec.sparsity is not None:
         args += ["--target-sparsity", str(spec.sparsity)]
     if spec.variant:

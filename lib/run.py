@@ -93,6 +93,12 @@ class TrainingDiverged(Exception):
     pass
 
 
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors an optimizer keeps between steps (moments, momentum buffers, step counts)."""
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
+               if isinstance(t, torch.Tensor))
+
+
 def stop_exit_code(signum: int) -> int:
     """The exit status of a run stopped by `signum`: 128 + its number, the shell's convention (SIGUSR1 138, SIGTERM 143)."""
     return 128 + signum
@@ -385,6 +391,7 @@ class Run:
             "model": self.model_name,
             "dataset": self.dataset,
             "optimizer": a.optimizer,
+            "optimizer_base": a.adamwprune_base if a.optimizer == "adamwprune" else None,
             "variant": a.pruning_variant if pruned else None,
             "pruning": a.pruning_method,
             "target_sparsity": a.target_sparsity if pruned else 0.0,
@@ -463,9 +470,10 @@ class Run:
             "params": report["params"],
             "nonzero_params": report["nonzero_params"],
             "layers": report["layers"],
+            "optimizer_state_bytes": optimizer_state_bytes(self.optimizer),
         }
-        if self.pruner is not None:
-            final["pruning"] = self.pruner.summary()  # scheduled vs achieved sparsity, layer levels, RATIO check
+        if self.pruner is not None:  # scheduled vs achieved sparsity, layer levels, RATIO check; masks and scores kept
+            final["pruning"] = {**self.pruner.summary(), "state_bytes": self.pruner.state_bytes()}
         return final
 
     def finish(self, results: dict) -> dict:

@@ -58,6 +58,55 @@ def test_run_id_with_variant():
     assert matrix.run_id(spec) == "lenet5_adamwprune_bitter7_state_70"
 
 
+BASES = """CONFIG_MODEL_LENET5=y
+CONFIG_OPTIMIZER_ADAMWSPAM=y
+CONFIG_OPTIMIZER_ADAMWPRUNE=y
+CONFIG_ADAMWPRUNE_BASE_ADAMWSPAM=y
+CONFIG_PRUNING_NONE=y
+CONFIG_PRUNING_STATE=y
+CONFIG_SPARSITIES="0.5"
+CONFIG_PRUNING_STATE_BITTER7=y
+"""
+
+
+def test_each_checked_adamwprune_base_gives_its_own_runs(tmp_path):
+    """AdamW, AdamWPrune's own base, is checked by default and keeps the plain name; other bases are named."""
+    values = values_of(BASES, tmp_path)
+    specs = matrix.expand(values)
+    assert [matrix.run_id(s) for s in specs] == [
+        "lenet5_adamwspam_none",
+        "lenet5_adamwprune_none",
+        "lenet5_adamwprune_bitter7_state_50",
+        "lenet5_adamwprune-adamwspam_none",
+        "lenet5_adamwprune-adamwspam_bitter7_state_50",
+    ]
+    assert [s.base for s in specs] == [None, "adamw", "adamw", "adamwspam", "adamwspam"]
+    train = importlib.import_module("lenet5.train")
+    for spec in specs:
+        args = train.parse_args(trainer_args(matrix.argv(spec, values, str(tmp_path / matrix.run_id(spec))), spec))
+        assert args.optimizer == spec.optimizer
+        if spec.base:
+            assert args.adamwprune_base == spec.base
+    only_spam = values_of(BASES + "# CONFIG_ADAMWPRUNE_BASE_ADAMW is not set\n", tmp_path)
+    assert [s.base for s in matrix.expand(only_spam) if s.optimizer == "adamwprune"] == ["adamwspam", "adamwspam"]
+
+
+def test_adamwprune_without_a_base_is_an_error(tmp_path):
+    text = BASES.replace("CONFIG_ADAMWPRUNE_BASE_ADAMWSPAM=y\n", "# CONFIG_ADAMWPRUNE_BASE_ADAMW is not set\n")
+    with pytest.raises(config.ConfigError, match="AdamWPrune is selected but no base optimizer: check at least one of CONFIG_ADAMWPRUNE_BASE_ADAMW"):
+        matrix.expand(values_of(text, tmp_path))
+
+
+def test_the_base_axis_is_every_base_adamwprune_has():
+    from lib.optim.settings import BASES as OPTIM_BASES, DEFAULTS
+
+    assert sorted(matrix.ADAMWPRUNE_BASES.values()) == sorted(OPTIM_BASES)
+    assert matrix.DEFAULT_ADAMWPRUNE_BASE == DEFAULTS["base"]
+    spec = matrix.RunSpec("resnet50", "adamwprune", "state", 0.7, 1, variant="bitter0", base="adamwspam")
+    assert matrix.run_id(spec) == "resnet50_adamwprune-adamwspam_bitter0_state_70"
+    assert matrix.optimizer_label(matrix.RunSpec("lenet5", "adamw", "none", None, 1)) == "adamw"
+
+
 def test_dense_runs_have_no_sparsity_axis(tmp_path):
     specs = matrix.expand(values_of(QUICK, tmp_path))
     assert [s.sparsity for s in specs if s.pruning == "none"] == [None, None]

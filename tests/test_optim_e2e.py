@@ -28,6 +28,7 @@ def test_lenet5_trains_with_each_optimizer(optimizer, tmp_path):
     assert read_json(out / "run.json")["status"] == "completed"
     metrics = read_json(out / "metrics.json")
     assert metrics["optimizer"] == optimizer
+    assert metrics["optimizer_base"] == ("adamw" if optimizer == "adamwprune" else None)  # AdamWPrune's default base
     history = metrics["history"]
     assert history[-1]["train_loss"] < 2.2 and metrics["final"]["accuracy"] > 30.0  # 10 classes: chance is 10 %
     assert history[-1]["lr"] < 1e-3  # the schedule reached the trainer: cosine down to --lr-min
