@@ -23,11 +23,17 @@ a disjoint share of the validation set; losses and counts are summed over
 ranks, so reported metrics cover the whole set. Each rank has its own RNG
 streams (seed + rank, for augmentation). BatchNorm statistics are per rank
 and rank 0's are broadcast before evaluating and saving.
+
+The final block's `samples_per_s` is the training examples of every epoch
+over the seconds spent in training passes (no evaluation or checkpoints),
+kept across a resume in checkpoint.pt's "train_seconds".
 """
 
 from __future__ import annotations
 
 import itertools
+import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -135,12 +141,16 @@ def stopped_part(position: dict, run: Run) -> dict | None:
     return parts[run.rank]
 
 
-def stop_check(run: Run, epoch: int, steps: int, loader_state: torch.Tensor):
-    """`train_one_epoch`'s `after_step`: on a stop request, checkpoint the position in the epoch and stop."""
+def stop_check(run: Run, epoch: int, steps: int, loader_state: torch.Tensor, trained: Callable[[], float]):
+    """`train_one_epoch`'s `after_step`: on a stop request, checkpoint the position in the epoch and stop.
+
+    `trained()` is the training seconds so far (the clock of the throughput).
+    """
     def check(done: int, sums: torch.Tensor) -> None:
         signum = run.stop_requested()
         if signum:
-            run.stop(signum, f"epoch {epoch + 1}, step {done} of {steps}", epoch, {"epoch_steps": done},
+            run.stop(signum, f"epoch {epoch + 1}, step {done} of {steps}", epoch,
+                     {"epoch_steps": done, "train_seconds": trained()},
                      per_process={"loader": loader_state, "loss_sums": sums.tolist()})
     return check
 
@@ -160,6 +170,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         run.attach(model, optimizer, scheduler, pruner)
         position = run.resume()
         start_epoch, part = position.get("epoch", 0), stopped_part(position, run)
+        train_seconds = position.get("train_seconds", 0.0)  # in training passes only (no evaluation or checkpointing)
         run.start()
         train_net, eval_net = run.wrap(model)  # `model` keeps owning the weights (state_dict, pruner, best.pt)
 
@@ -172,10 +183,13 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
                 done = position["epoch_steps"]
                 loader = rest_of_epoch(train_loader, done)
                 sums = torch.tensor(part["loss_sums"], dtype=torch.float64, device=run.device)
-            check = stop_check(run, epoch, len(train_loader), generator.get_state())
+            segment = time.monotonic()
+            check = stop_check(run, epoch, len(train_loader), generator.get_state(),
+                               lambda: train_seconds + time.monotonic() - segment)
             run.monitor.set_phase("train")
             train_loss = train_one_epoch(train_net, loader, optimizer, pruner, run.device, epoch, amp=run.amp,
                                          scaler=run.scaler, scheduler=scheduler, done=done, sums=sums, after_step=check)
+            train_seconds += time.monotonic() - segment  # the mean loss is on the host: the epoch's work is done
             sync_buffers(model)
             run.monitor.set_phase("eval")
             val_loss, val_acc = evaluate(eval_net, val_loader, run.device, amp=run.amp)
@@ -192,5 +206,7 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
                 "sparsity": sparsity,
                 "lr": optim.current_lr(optimizer),
                 "elapsed_s": run.elapsed(),
-            })
-        return run.finish({"accuracy": run.history[-1]["val_accuracy"], "best_accuracy": run.best["value"]})
+            }, train_seconds=train_seconds)
+        samples = args.epochs * len(train_set)  # every process's share together
+        return run.finish({"accuracy": run.history[-1]["val_accuracy"], "best_accuracy": run.best["value"],
+                           "samples_per_s": samples / train_seconds if train_seconds else None})

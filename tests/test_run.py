@@ -85,3 +85,14 @@ def test_clipping_under_a_scaler_limits_the_unscaled_gradients():
 
     for a, b in zip(one_step(None), one_step(torch.amp.GradScaler("cpu", init_scale=2.0**12))):
         torch.testing.assert_close(a, b)
+
+
+def test_the_final_block_holds_throughput_and_state_bytes(tmp_path):
+    args = parse(tmp_path / "r", "--optimizer", "adamw", "--pruning-method", "magnitude", "--target-sparsity", "0.5",
+                 "--epochs", "2")
+    assert fit_tiny(args) == 0
+    final = read_json(tmp_path / "r" / "metrics.json")["final"]
+    params = 6 * 8 + 8 + 8 * 3 + 3
+    assert final["samples_per_s"] > 0
+    assert final["optimizer_state_bytes"] >= 2 * 4 * params  # AdamW: two float32 moments per parameter
+    assert final["pruning"]["state_bytes"] == final["pruning"]["prunable_params"]  # one boolean mask byte each

@@ -34,7 +34,7 @@ def without_times(history: list[dict]) -> list[dict]:
 
 
 def final_figures(final: dict) -> dict:
-    return {k: v for k, v in final.items() if k not in ("train_time_s", "peak_memory_mib", "tokens_per_s")}
+    return {k: v for k, v in final.items() if k not in ("train_time_s", "peak_memory_mib", "tokens_per_s", "samples_per_s")}
 
 
 def signal_after_step(monkeypatch, module, n: int, signum: int) -> None:
