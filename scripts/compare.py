@@ -43,6 +43,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lib.results import MATRIX_FILE, MatrixError, is_done, read_json, results_dir  # noqa: E402
@@ -195,6 +196,7 @@ def plot_curves(rows: list[Row], names: dict[str, str], path: Path) -> None:
         ax.set_title(f"{row.config} (n={len(row.a)}/{len(row.b)}): {row.verdict}", fontsize=9, color=VERDICT_COLORS[row.verdict])
         ax.set_xlabel("epoch" if "epoch" in row.a[0]["history"][0] else "iteration")
         ax.set_ylabel(LABELS[row.metric])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
@@ -247,7 +249,7 @@ def differences(meta_a: dict, meta_b: dict) -> list[str]:
 def report(a: tuple[Path, dict], b: tuple[Path, dict], rows: list[Row], skipped, figures: list[Path], tolerance: float) -> str:
     lines = [f"# Compare: {a[1]['id']} (A) -> {b[1]['id']} (B)", "", provenance("A", *a), provenance("B", *b), ""]
     diff = differences(a[1], b[1])
-    lines += ["Settings that differ: " + ("none" if not diff else ""), *[f"- `{d}`" for d in diff], ""]
+    lines += ["Settings that differ: none" if not diff else "Settings that differ:", *[f"- `{d}`" for d in diff], ""]
     lines += [
         f"A configuration regressed when B is worse than A by more than max(tolerance, {SPREAD:g} x the pooled "
         f"standard deviation over seeds); tolerance {tolerance:g} accuracy points, or {tolerance:g} % of A's perplexity. "
