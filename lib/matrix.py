@@ -92,16 +92,19 @@ class RunSpec:
         return asdict(self)
 
 
-def optimizer_label(spec: RunSpec) -> str:
-    """The optimizer as run ids name it: `adamwprune` on AdamW, `adamwprune-<base>` on another base."""
-    if spec.base in (None, DEFAULT_ADAMWPRUNE_BASE):
-        return spec.optimizer
-    return f"{spec.optimizer}-{spec.base}"
+def optimizer_label(optimizer: str, base: str | None = None) -> str:
+    """The optimizer as run ids name it: `adamwprune` on AdamW, `adamwprune-<base>` on another base.
+
+    Also for readers of metrics.json: `optimizer_label(m["optimizer"], m["optimizer_base"])`.
+    """
+    if base in (None, DEFAULT_ADAMWPRUNE_BASE):
+        return optimizer
+    return f"{optimizer}-{base}"
 
 
 def run_id(spec: RunSpec) -> str:
     """`{model}_{optimizer}[_{variant}]_{pruning}[_{sparsity%}][_s{seed}]`, the optimizer by `optimizer_label`."""
-    parts = [spec.model, optimizer_label(spec)]
+    parts = [spec.model, optimizer_label(spec.optimizer, spec.base)]
     if spec.variant:
         parts.append(spec.variant)
     parts.append(spec.pruning)

@@ -104,7 +104,9 @@ def test_the_base_axis_is_every_base_adamwprune_has():
     assert matrix.DEFAULT_ADAMWPRUNE_BASE == DEFAULTS["base"]
     spec = matrix.RunSpec("resnet50", "adamwprune", "state", 0.7, 1, variant="bitter0", base="adamwspam")
     assert matrix.run_id(spec) == "resnet50_adamwprune-adamwspam_bitter0_state_70"
-    assert matrix.optimizer_label(matrix.RunSpec("lenet5", "adamw", "none", None, 1)) == "adamw"
+    assert matrix.optimizer_label("adamw") == "adamw"
+    assert matrix.optimizer_label("adamwprune", "adamw") == "adamwprune"
+    assert matrix.optimizer_label("adamwprune", "adam") == "adamwprune-adam"
 
 
 def test_dense_runs_have_no_sparsity_axis(tmp_path):
