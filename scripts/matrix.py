@@ -13,8 +13,8 @@ the planned runs with their argv) before the first run, then executes the
 runs: locally up to --jobs at once (CONFIG_MATRIX_JOBS; auto: one per GPU,
 or per two cores), each pinned to its own GPUs and an equal share of the
 CPU threads (scripts/launch.py), or as one Slurm job array
-(scripts/slurm.py). A progress display shows what runs; a summary table
-ends it (also summary.md). A failed run is recorded and the others carry
+(scripts/slurm.py). A progress display shows what runs; the report's table
+(scripts/report.py) ends it (also summary.md). A failed run is recorded and the others carry
 on (--fail-fast: no new run starts after a failure); the exit status is
 non-zero when any run failed. --only restricts run, continue and status to
 the run ids matching a glob.
@@ -53,7 +53,7 @@ from lib.results import (
     MATRIX_FILE, SCHEMA, MatrixError, claimed, describe, is_done, live_status, lock, now, open_matrix, read_json, write_json,
 )
 from scripts import launch
-from scripts.progress import Display, headline, progress_line
+from scripts.progress import Display, progress_line
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEDULERS = ("local", "slurm")
@@ -113,26 +113,11 @@ def _version(package: str) -> str | None:
 
 
 # -- summary --------------------------------------------------------------------
-def summary_table(matrix_dir: Path, runs: list[dict]) -> str:
-    """Markdown table of the runs; 'final'/'best' are accuracy (%) or perplexity, as the metric column says."""
-    rows = ["| run | status | metric | final | best | sparsity (%) | train time (s) |", "|---|---|---|---:|---:|---:|---:|"]
-    for run in runs:
-        info = describe(matrix_dir / run["run_id"])
-        if info["status"] == "completed":
-            name, unit, final, best = headline(info)
-            metric = "accuracy (%)" if name == "acc" else "perplexity"
-            rows.append(
-                f"| {run['run_id']} | completed | {metric} | {final:.2f} | {'-' if best is None else f'{best:.2f}'} | "
-                f"{100 * info['sparsity_prunable']:.1f} | {info['train_time_s']:.1f} |"
-            )
-        else:
-            rows.append(f"| {run['run_id']} | {info['status']} | | - | - | - | - |")
-    return "\n".join(rows)
-
-
 def finish(matrix_dir: Path, meta: dict, runs: list[dict]) -> int:
-    """summary.md and the table, the graphs when configured; non-zero when one of `runs` did not complete."""
-    table = summary_table(matrix_dir, meta["runs"])
+    """summary.md and the report's table, the graphs when configured; non-zero when one of `runs` did not complete."""
+    from scripts import report  # here, so that status and dry-run do not load numpy and scipy
+
+    table = report.table(matrix_dir)
     (matrix_dir / "summary.md").write_text(f"# Matrix {meta['id']}\n\n{table}\n")
     print(f"\n{table}\n\nresults: {matrix_dir}")
     if meta["config"].get("MATRIX_AUTO_GRAPHS"):

@@ -1,66 +1,91 @@
-"""scripts.graphs: graphs and report drawn from metrics.json files alone, into the matrix directory; publishing."""
+"""scripts.graphs and scripts.figures: every figure with something to show, none empty, drawn into the matrix directory only; publishing."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
 import pytest
+from fake_matrix import fake_run, matrix_json, seeded_matrix
 
-from lib.results import MatrixError, write_json
-from scripts import graphs
+from lib.results import MatrixError
+from scripts import figures, graphs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ALL = set(figures.FIGURES)
+NEEDS_PRUNING = {"metric_vs_sparsity", "sparsity", "layer_sparsity"}
 
 
-def fake_run(mdir: Path, run_id: str, optimizer: str, pruning: str, target: float, acc: float, lm: bool = False) -> None:
-    x, metric = ("iter", "val_perplexity") if lm else ("epoch", "val_accuracy")
-    history = [
-        {x: i, "train_loss": 2.0 / i, "val_loss": 2.0 / i, metric: acc * i / 4, "sparsity": target * min(1, i / 3), "lr": 0.01, "elapsed_s": i}
-        for i in range(1, 5)
-    ]
-    final_key = "perplexity" if lm else "accuracy"
-    final = {final_key: acc, f"best_{final_key}": acc, "best_at": 4, "sparsity_prunable": target, "sparsity_global": target * 0.99, "train_time_s": 4.0, "peak_memory_mib": 100.0, "params": 10, "nonzero_params": 5}
-    write_json(
-        mdir / run_id / "metrics.json",
-        {"schema": 1, "run_id": run_id, "model": "gpt2" if lm else "lenet5", "dataset": "d", "optimizer": optimizer, "variant": None, "pruning": pruning, "target_sparsity": target, "seed": 1, "history": history, "final": final},
-    )
+@pytest.fixture
+def inspected(monkeypatch) -> dict:
+    """name of each saved figure -> whether every visible axes of it holds drawn data (lines, bars, images, ...)."""
+    seen, save = {}, figures._save
+
+    def check(fig, path: Path) -> bool:
+        visible = [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+        seen[path.stem] = bool(visible) and all(ax.lines or ax.patches or ax.collections or ax.images for ax in visible)
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", check)
+    return seen
 
 
-def test_draws_three_graphs_per_model_and_a_report(tmp_path):
-    mdir = tmp_path / "20260101-000000-x"
-    for opt, base in (("sgd", 97.0), ("adamw", 98.0)):
-        fake_run(mdir, f"lenet5_{opt}_none", opt, "none", 0.0, base)
-        fake_run(mdir, f"lenet5_{opt}_magnitude_50", opt, "magnitude", 0.5, base - 0.5)
-        fake_run(mdir, f"lenet5_{opt}_magnitude_90", opt, "magnitude", 0.9, base - 3)
-    (mdir / "lenet5_sgd_magnitude_99").mkdir()  # started, no metrics yet: not drawn, no crash
-    fake_run(mdir, "gpt2_adamw_none", "adamw", "none", 0.0, 40.0, lm=True)
+def names(drawn: list[Path], model: str) -> set[str]:
+    return {p.stem[len(model) + 1:] for p in drawn if p.name.startswith(f"{model}_")}
+
+
+def not_uniform(path: Path) -> bool:
+    return path.read_bytes()[:8] == PNG_MAGIC and float(np.std(matplotlib.image.imread(path)[..., :3])) > 0.01
+
+
+def test_every_figure_is_drawn_for_a_seeded_pruning_matrix_and_none_is_empty(tmp_path, inspected):
+    mdir = seeded_matrix(tmp_path / "m")
     drawn = graphs.draw(mdir)
-    assert {p.name for p in drawn} == {
-        f"{m}_{g}.png" for m in ("lenet5", "gpt2") for g in ("curves", "metric_vs_sparsity", "sparsity")
-    }
-    for p in drawn:
-        assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
-    report = (mdir / "report.md").read_text()
-    assert "| lenet5_adamw_magnitude_90 | adamw | magnitude | 90% | 95.00 | 95.00 (4) | 90.0% / 89.1% | 4.0 |" in report
-    assert "lenet5_sgd_magnitude_99" not in report
+    assert names(drawn, "lenet5") == ALL and names(drawn, "gpt2") == ALL
+    assert all(inspected.values()) and set(inspected) == {p.stem for p in drawn}, inspected
+    assert all(not_uniform(p) for p in drawn)
+    assert {p.parent for p in drawn} == {mdir / "graphs"}
+
+
+def test_a_dense_matrix_has_no_sparsity_figures_and_no_memory_json_no_memory_over_time(tmp_path, inspected):
+    mdir = tmp_path / "m"
+    for opt in ("sgd", "adamw"):
+        for seed in (1, 2):
+            fake_run(mdir, f"lenet5_{opt}_none_s{seed}", opt, "none", 0.0, 95.0 + seed, seed=seed, memory=False)
+    drawn = graphs.draw(mdir)
+    assert names(drawn, "lenet5") == ALL - NEEDS_PRUNING - {"memory_time"}
+    assert all(inspected.values()), inspected
+
+
+def test_a_figure_left_without_data_is_removed_on_redrawing(tmp_path):
+    mdir = tmp_path / "m"
+    fake_run(mdir, "lenet5_sgd_none", "sgd", "none", 0.0, 95.0)
+    fake_run(mdir, "lenet5_sgd_magnitude_50", "sgd", "magnitude", 0.5, 94.0)
+    graphs.draw(mdir)
+    assert (mdir / "graphs" / "lenet5_sparsity.png").exists()
+    (mdir / "lenet5_sgd_magnitude_50" / "metrics.json").unlink()
+    graphs.draw(mdir)
+    assert not (mdir / "graphs" / "lenet5_sparsity.png").exists()
 
 
 def test_incomplete_runs_are_drawn_and_marked(tmp_path):
     mdir = tmp_path / "m"
     fake_run(mdir, "lenet5_sgd_none", "sgd", "none", 0.0, 97.0)
-    data = (mdir / "lenet5_sgd_none" / "metrics.json").read_text().replace('"final"', '"unfinished"')
-    (mdir / "lenet5_sgd_none" / "metrics.json").write_text(data)
-    graphs.draw(mdir)
-    assert "(incomplete)" in (mdir / "report.md").read_text()
+    fake_run(mdir, "lenet5_sgd_magnitude_50", "sgd", "magnitude", 0.5, 96.0, done=False)
+    drawn = graphs.draw(mdir)
+    assert mdir / "graphs" / "lenet5_sparsity.png" in drawn  # the history of the running run
+    report = (mdir / "report.md").read_text()
+    assert "| lenet5_sgd_magnitude_50 | running | 1 | (incomplete) |" in report
 
 
 def two_model_matrix(root: Path) -> Path:
     mdir = root / "results" / "20260101-000000-x"
-    write_json(mdir / "matrix.json", {"id": mdir.name, "runs": []})
     fake_run(mdir, "lenet5_sgd_none", "sgd", "none", 0.0, 97.0)
     fake_run(mdir, "lenet5_sgd_magnitude_50", "sgd", "magnitude", 0.5, 96.0)
     fake_run(mdir, "gpt2_adamw_none", "adamw", "none", 0.0, 40.0, lm=True)
+    matrix_json(mdir, [("lenet5_sgd_none", "lenet5", 1), ("lenet5_sgd_magnitude_50", "lenet5", 1), ("gpt2_adamw_none", "gpt2", 1)])
     return mdir
 
 
@@ -83,13 +108,12 @@ def test_publish_copies_a_chosen_matrix_graphs_to_images(tmp_path, monkeypatch, 
     assert f"make update-graphs RESULTS={mdir}" in capsys.readouterr().err
     assert not (tmp_path / "images").exists()
 
-    graphs.draw(mdir)
+    drawn = graphs.draw(mdir)
     assert graphs.main(["--publish", "--results", str(mdir)]) == 0
-    for model in ("lenet5", "gpt2"):
-        for name in graphs.GRAPHS:
-            published = tmp_path / "images" / model / f"{name}.png"
-            assert published.read_bytes() == (mdir / "graphs" / f"{model}_{name}.png").read_bytes()
-    assert "published 6 graphs" in capsys.readouterr().out
+    for path in drawn:
+        model, name = path.stem.split("_", 1)
+        assert (tmp_path / "images" / model / f"{name}.png").read_bytes() == path.read_bytes()
+    assert f"published {len(drawn)} graphs" in capsys.readouterr().out
 
 
 def test_publish_needs_a_matrix_directory(tmp_path, monkeypatch, capsys):
@@ -113,4 +137,5 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_graphs_does_not_import_the_matrix_runner():
     """The runner draws graphs; graphs find matrices through lib.results, so the two never import each other."""
-    assert "scripts.matrix" not in imported_modules(Path(graphs.__file__))
+    for module in ("graphs", "figures", "report", "evidence"):
+        assert "scripts.matrix" not in imported_modules(Path(graphs.__file__).parent / f"{module}.py"), module
