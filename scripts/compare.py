@@ -46,12 +46,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lib.results import MATRIX_FILE, MatrixError, is_done, read_json, results_dir  # noqa: E402
+from lib.results import MATRIX_FILE, MatrixError, read_json, results_dir  # noqa: E402
+from scripts import evidence  # noqa: E402
 
 SPREAD = 2.0  # how many pooled standard deviations of the seeds a change must exceed
 TOLERANCE = 0.5  # accuracy points, or percent of A's perplexity
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
-LABELS = {"accuracy": "validation accuracy (%)", "perplexity": "validation perplexity"}
 COLORS = {"A": "tab:blue", "B": "tab:orange"}
 VERDICT_COLORS = {"regressed": "tab:red", "improved": "tab:green", "within": "black"}
 
@@ -88,42 +87,39 @@ def pair(a: str, b: str, root: Path) -> tuple[Path, Path]:
     return first, second
 
 
-# -- runs and configurations -----------------------------------------------------
-def configuration(run_id: str, seed: int | None) -> str:
-    """The run id without its seed suffix."""
-    suffix = f"_s{seed}"
-    return run_id[: -len(suffix)] if seed is not None and run_id.endswith(suffix) else run_id
-
-
-def configurations(matrix_dir: Path, meta: dict) -> tuple[dict[str, list[dict]], set[str]]:
-    """(completed runs' metrics.json per configuration, every configuration the matrix planned)."""
-    done: dict[str, list[dict]] = {}
-    planned = set()
-    for run in meta["runs"]:
-        config = configuration(run["run_id"], run["spec"].get("seed") if run["spec"].get("multi_seed") else None)
-        planned.add(config)
-        if is_done(matrix_dir / run["run_id"]):
-            done.setdefault(config, []).append(read_json(matrix_dir / run["run_id"] / "metrics.json"))
-    return done, planned
-
-
-def metric_of(m: dict) -> str:
-    return "accuracy" if "accuracy" in m["final"] else "perplexity"
+# -- configurations in both matrices ---------------------------------------------
+def done(matrix: evidence.Matrix) -> dict[str, evidence.Config]:
+    """Each configuration with its done runs only (run.json "completed" and a final block)."""
+    configs = {c.key: evidence.Config(c.key, [r for r in c.completed if r.status == "completed"]) for c in matrix.configs()}
+    return {key: c for key, c in configs.items() if c.runs}
 
 
 @dataclass
 class Row:
-    """One configuration in both matrices: its final metric per seed and the verdict."""
+    """One configuration in both matrices: its final metric per seed on each side, and the verdict."""
 
-    config: str
-    model: str
-    metric: str
-    a: list[dict]
-    b: list[dict]
+    a: evidence.Config
+    b: evidence.Config
+    quality: evidence.Quality
     tolerance: float
 
+    @property
+    def config(self) -> str:
+        return self.a.key
+
+    @property
+    def model(self) -> str:
+        return self.a.model
+
+    @property
+    def metric(self) -> str:
+        return self.quality.final
+
+    def side(self, side: str) -> evidence.Config:
+        return self.a if side == "A" else self.b
+
     def values(self, side: str) -> np.ndarray:
-        return np.array([m["final"][self.metric] for m in (self.a if side == "A" else self.b)], dtype=float)
+        return np.array(self.side(side).values(self.metric), dtype=float)
 
     @property
     def change(self) -> float:
@@ -139,63 +135,55 @@ class Row:
 
     @property
     def threshold(self) -> float:
-        floor = self.tolerance if self.metric == "accuracy" else self.tolerance / 100 * float(self.values("A").mean())
+        floor = self.tolerance if self.quality.higher_is_better else self.tolerance / 100 * float(self.values("A").mean())
         spread = self.pooled_std
         return floor if spread is None else max(floor, SPREAD * spread)
 
     @property
     def verdict(self) -> str:
-        worse = -self.change if HIGHER_IS_BETTER[self.metric] else self.change
+        worse = -self.change if self.quality.higher_is_better else self.change
         if worse > self.threshold:
             return "regressed"
         return "improved" if -worse > self.threshold else "within"
 
+    @property
+    def counts(self) -> str:
+        return f"n={len(self.a.runs)}/{len(self.b.runs)}"
+
     def cell(self, side: str) -> str:
-        v = self.values(side)
-        spread = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
-        return f"{v.mean():.2f}{spread} (n={len(v)})"
+        return evidence.stat(list(self.values(side))).text()
 
 
-def join(a: tuple[Path, dict], b: tuple[Path, dict], tolerance: float) -> tuple[list[Row], list[tuple[str, str]]]:
+def join(a: evidence.Matrix, b: evidence.Matrix, tolerance: float) -> tuple[list[Row], list[tuple[str, str]]]:
     """(the configurations compared, the ones not compared with the reason)."""
-    done_a, planned_a = configurations(*a)
-    done_b, planned_b = configurations(*b)
+    done_a, done_b = done(a), done(b)
+    planned_a, planned_b = set(a.planned_configs()) | set(done_a), set(b.planned_configs()) | set(done_b)
     rows, skipped = [], []
-    for config in sorted(planned_a | planned_b):
-        if config not in planned_b or config not in planned_a:
-            skipped.append((config, "only in A" if config in planned_a else "only in B"))
-        elif config not in done_a or config not in done_b:
-            missing = " and ".join(side for side, done in (("A", done_a), ("B", done_b)) if config not in done)
-            skipped.append((config, f"no completed run in {missing}"))
+    for key in sorted(planned_a | planned_b):
+        if key not in planned_b or key not in planned_a:
+            skipped.append((key, "only in A" if key in planned_a else "only in B"))
+        elif key not in done_a or key not in done_b:
+            missing = " and ".join(side for side, found in (("A", done_a), ("B", done_b)) if key not in found)
+            skipped.append((key, f"no completed run in {missing}"))
         else:
-            first = done_a[config][0]
-            rows.append(Row(config, first["model"], metric_of(first), done_a[config], done_b[config], tolerance))
+            rows.append(Row(done_a[key], done_b[key], evidence.quality(done_a[key].runs), tolerance))
     return rows, skipped
 
 
 # -- figures ---------------------------------------------------------------------
-def mean_curve(runs: list[dict], metric: str) -> tuple[list, np.ndarray, np.ndarray]:
-    """(x, mean, std) of the validation metric over seeds, at the points every run has."""
-    x_key = "epoch" if "epoch" in runs[0]["history"][0] else "iter"
-    curves = [{h[x_key]: h[f"val_{metric}"] for h in m["history"]} for m in runs]
-    xs = sorted(set.intersection(*(set(c) for c in curves)))
-    ys = np.array([[c[x] for x in xs] for c in curves], dtype=float)
-    return xs, ys.mean(axis=0), ys.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(xs))
-
-
 def plot_curves(rows: list[Row], names: dict[str, str], path: Path) -> None:
     cols = min(4, len(rows))
     n_rows = (len(rows) + cols - 1) // cols
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.2 * n_rows + 0.6), squeeze=False)
     for ax, row in zip(axes.flat, rows):
-        for side, runs, style in (("A", row.a, "-"), ("B", row.b, "--")):
-            xs, mean, std = mean_curve(runs, row.metric)
+        for side, style in (("A", "-"), ("B", "--")):
+            xs, mean, std, _ = evidence.curve(row.side(side).runs, row.quality.unit, row.quality.history)
             ax.plot(xs, mean, style, marker=".", color=COLORS[side], label=f"{side}: {names[side]}")
-            if len(runs) > 1:
+            if len(row.side(side).runs) > 1:
                 ax.fill_between(xs, mean - std, mean + std, color=COLORS[side], alpha=0.2)
-        ax.set_title(f"{row.config} (n={len(row.a)}/{len(row.b)}): {row.verdict}", fontsize=9, color=VERDICT_COLORS[row.verdict])
-        ax.set_xlabel("epoch" if "epoch" in row.a[0]["history"][0] else "iteration")
-        ax.set_ylabel(LABELS[row.metric])
+        ax.set_title(f"{row.config} ({row.counts}): {row.verdict}", fontsize=9, color=VERDICT_COLORS[row.verdict])
+        ax.set_xlabel("epoch" if row.quality.unit == "epoch" else "iteration")
+        ax.set_ylabel(row.quality.label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(rows):]:
@@ -214,10 +202,10 @@ def plot_final(rows: list[Row], names: dict[str, str], path: Path) -> None:
         values = [row.values(side) for row in rows]
         ax.errorbar([v.mean() for v in values], ys + offset, xerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values],
                     fmt=marker, color=COLORS[side], capsize=3, label=f"{side}: {names[side]}")
-    ax.set_yticks(ys, [f"{row.config} (n={len(row.a)}/{len(row.b)})" for row in rows], fontsize=8)
+    ax.set_yticks(ys, [f"{row.config} ({row.counts})" for row in rows], fontsize=8)
     for label, row in zip(ax.get_yticklabels(), rows):
         label.set_color(VERDICT_COLORS[row.verdict])
-    ax.set_xlabel(f"final {LABELS[rows[0].metric]}")
+    ax.set_xlabel(f"final {rows[0].quality.label}")
     ax.set_title("final metric per configuration (red: regressed, green: improved)", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="best")
@@ -227,11 +215,12 @@ def plot_final(rows: list[Row], names: dict[str, str], path: Path) -> None:
 
 
 # -- report ----------------------------------------------------------------------
-def provenance(side: str, matrix_dir: Path, meta: dict) -> str:
+def provenance(side: str, m: evidence.Matrix) -> str:
+    meta = m.meta
     git = meta.get("git") or {}
     commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
     overrides = ", ".join(f"{k} {v}" for k, v in (meta.get("overrides") or {}).items()) or "none"
-    return (f"- {side}: `{matrix_dir}`: defconfig {meta.get('defconfig')}, created {meta.get('created')}, "
+    return (f"- {side}: `{m.path}`: defconfig {meta.get('defconfig')}, created {meta.get('created')}, "
             f"commit {commit}, config hash {str(meta.get('config_hash'))[:12]}, overrides {overrides}, "
             f"host {meta.get('host')}, devices {', '.join(meta.get('devices') or [])}, torch {meta.get('torch')}")
 
@@ -246,9 +235,9 @@ def differences(meta_a: dict, meta_b: dict) -> list[str]:
     return lines
 
 
-def report(a: tuple[Path, dict], b: tuple[Path, dict], rows: list[Row], skipped, figures: list[Path], tolerance: float) -> str:
-    lines = [f"# Compare: {a[1]['id']} (A) -> {b[1]['id']} (B)", "", provenance("A", *a), provenance("B", *b), ""]
-    diff = differences(a[1], b[1])
+def report(a: evidence.Matrix, b: evidence.Matrix, rows: list[Row], skipped, figures: list[Path], tolerance: float) -> str:
+    lines = [f"# Compare: {a.path.name} (A) -> {b.path.name} (B)", "", provenance("A", a), provenance("B", b), ""]
+    diff = differences(a.meta, b.meta)
     lines += ["Settings that differ: none" if not diff else "Settings that differ:", *[f"- `{d}`" for d in diff], ""]
     lines += [
         f"A configuration regressed when B is worse than A by more than max(tolerance, {SPREAD:g} x the pooled "
@@ -258,7 +247,7 @@ def report(a: tuple[Path, dict], b: tuple[Path, dict], rows: list[Row], skipped,
     ]
     for model in sorted({r.model for r in rows}):
         model_rows = [r for r in rows if r.model == model]
-        lines += [f"## {model}: final {LABELS[model_rows[0].metric]}", "",
+        lines += [f"## {model}: final {model_rows[0].quality.label}", "",
                   "| configuration | A | B | change | threshold | verdict |", "|---|---:|---:|---:|---:|---|"]
         lines += [f"| {r.config} | {r.cell('A')} | {r.cell('B')} | {r.change:+.2f} | {r.threshold:.2f} | "
                   f"{'**regressed**' if r.verdict == 'regressed' else r.verdict} |" for r in model_rows]
@@ -283,14 +272,14 @@ def output_dir(out: str | None, a_dir: Path, b_dir: Path) -> Path:
 
 def compare(a_dir: Path, b_dir: Path, tolerance: float = TOLERANCE, out: str | None = None) -> tuple[list[Row], Path]:
     """Join, judge, draw and write compare.md; (the rows compared, compare.md's path)."""
-    a, b = (a_dir, read_json(a_dir / MATRIX_FILE)), (b_dir, read_json(b_dir / MATRIX_FILE))
+    a, b = evidence.load(a_dir), evidence.load(b_dir)
     rows, skipped = join(a, b, tolerance)
     if not rows:
         raise MatrixError(f"{a_dir} and {b_dir} have no configuration with completed runs in common "
                           f"({', '.join(f'{c}: {why}' for c, why in skipped[:6]) or 'no runs'})")
     dest = output_dir(out, a_dir, b_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    names = {"A": a[1]["id"], "B": b[1]["id"]}
+    names = {"A": a_dir.name, "B": b_dir.name}
     figures = []
     for model in sorted({r.model for r in rows}):
         model_rows = [r for r in rows if r.model == model]

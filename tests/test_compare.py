@@ -9,6 +9,7 @@ import pytest
 
 from lib.results import write_json
 from scripts import compare
+from scripts.evidence import load
 
 EPOCHS = 3
 
@@ -69,12 +70,6 @@ def one_error(err: str) -> str:
     return lines[0]
 
 
-def test_configuration_drops_only_the_seed_suffix():
-    assert compare.configuration("lenet5_sgd_none_s2", 2) == "lenet5_sgd_none"
-    assert compare.configuration("lenet5_sgd_magnitude_50", None) == "lenet5_sgd_magnitude_50"
-    assert compare.configuration("lenet5_sgd_none_s2", 3) == "lenet5_sgd_none_s2"
-
-
 def test_identical_matrices_pass_and_write_compare_md_and_figures(results, capsys):
     finals = {"lenet5_sgd_none": [97.2], "lenet5_adam_none": [98.6]}
     a = fabricate(results, "20260101-000000-custom", finals)
@@ -107,7 +102,7 @@ def test_perplexity_higher_is_worse_and_the_tolerance_is_relative(results, capsy
     b = fabricate(results, "20260101-000100-custom", {"gpt2_adamw_none": [202.0], "gpt2_adamw_magnitude": [290.0]}, metric="perplexity")
     code, out, _ = run(capsys, str(a), str(b))
     assert code == 1  # +2 on 200 is 1 %, over 0.5 %
-    rows, _ = compare.join((a, compare.read_json(a / "matrix.json")), (b, compare.read_json(b / "matrix.json")), 0.5)
+    rows, _ = compare.join(load(a), load(b), 0.5)
     by_config = {r.config: r for r in rows}
     assert by_config["gpt2_adamw_none"].threshold == pytest.approx(1.0)
     assert by_config["gpt2_adamw_none"].verdict == "regressed"
@@ -120,8 +115,7 @@ def test_seeds_the_spread_decides(results, capsys):
     a = fabricate(results, "20260101-000000-custom", {"lenet5_sgd_none": [90.0, 92.0, 94.0]})
     noise = fabricate(results, "20260101-000100-custom", {"lenet5_sgd_none": [89.0, 91.0, 93.0]})
     worse = fabricate(results, "20260101-000200-custom", {"lenet5_sgd_none": [84.0, 86.0, 88.0]})
-    meta = compare.read_json(a / "matrix.json")
-    [row], _ = compare.join((a, meta), (noise, compare.read_json(noise / "matrix.json")), 0.5)
+    [row], _ = compare.join(load(a), load(noise), 0.5)
     assert row.change == pytest.approx(-1.0)
     assert row.pooled_std == pytest.approx(2.0)  # both sides' std is 2
     assert row.threshold == pytest.approx(4.0)  # 2 x pooled std, over the 0.5 tolerance
@@ -134,10 +128,10 @@ def test_spread_with_one_seed_on_one_side_and_tolerance_as_floor(results):
     a = fabricate(results, "20260101-000000-custom", {"lenet5_sgd_none": [90.0]})
     b = fabricate(results, "20260101-000100-custom", {"lenet5_sgd_none": [88.0, 90.0]})
     same = fabricate(results, "20260101-000200-custom", {"lenet5_sgd_none": [89.9, 89.9]})
-    [row], _ = compare.join((a, compare.read_json(a / "matrix.json")), (b, compare.read_json(b / "matrix.json")), 0.5)
+    [row], _ = compare.join(load(a), load(b), 0.5)
     assert row.pooled_std == pytest.approx(math.sqrt(2))  # B's two runs alone: one degree of freedom
     assert row.threshold == pytest.approx(2 * math.sqrt(2)) and row.verdict == "within"  # -1 is within the spread
-    [row], _ = compare.join((a, compare.read_json(a / "matrix.json")), (same, compare.read_json(same / "matrix.json")), 0.5)
+    [row], _ = compare.join(load(a), load(same), 0.5)
     assert row.pooled_std == 0 and row.threshold == 0.5 and row.verdict == "within"
 
 
