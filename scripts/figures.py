@@ -29,7 +29,7 @@ MIB_PER_GIB = 1024.0
 
 def _save(fig, path: Path) -> bool:
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight": a legend beside the axes is kept
     plt.close(fig)
     return True
 
@@ -104,16 +104,19 @@ def curves(matrix: Matrix, model: str, q: Quality, path: Path) -> bool:
     cols = min(3, len(levels))
     rows = -(-len(levels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.9 * rows), squeeze=False, sharey=True)
+    legend = {}  # one legend for the figure: a series (optimizer, method) is the same line in every panel
     for ax, level in zip(axes.flat, levels):
         for c in configs:
             if c.dense or c.sparsity == level:
-                _line(ax, c, matrix, *curve(c.runs, q.unit, q.history))
+                _line(ax, c, matrix, *curve(c.runs, q.unit, q.history), label=c.series)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
         ax.set_title("dense" if level == 0 else f"target sparsity {level:.0f}% (with the dense runs)", fontsize=9)
         ax.set_xlabel(_x_label(q))
         ax.grid(alpha=0.3)
         if not q.higher_is_better:
             ax.set_yscale("log")
-        _legend(ax)
+    fig.legend(legend.values(), legend.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for ax in axes[:, 0]:
         ax.set_ylabel(q.label)
     for ax in list(axes.flat)[len(levels):]:
@@ -128,7 +131,9 @@ def metric_vs_sparsity(matrix: Matrix, model: str, q: Quality, path: Path) -> bo
     if all(c.dense for c in configs):
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for series in dict.fromkeys(c.series for c in configs):
+    names = list(dict.fromkeys(c.series for c in configs))
+    step = 0.008 * max(c.sparsity for c in configs)  # series side by side at one level, so error bars do not cover each other
+    for i, series in enumerate(names):
         members = sorted((c for c in configs if c.series == series), key=lambda c: c.sparsity)
         if not members[0].dense:
             base = next((c for c in configs if c.dense and c.optimizer == members[0].optimizer), None)
@@ -138,13 +143,14 @@ def metric_vs_sparsity(matrix: Matrix, model: str, q: Quality, path: Path) -> bo
         if not points:
             continue
         style = matrix.styles.of(members[-1])
-        ax.errorbar([x for x, _ in points], [s.mean for _, s in points], yerr=[s.std or 0 for _, s in points],
+        dodge = (i - (len(names) - 1) / 2) * step
+        ax.errorbar([x + dodge for x, _ in points], [s.mean for _, s in points], yerr=[s.std or 0 for _, s in points],
                     capsize=3, markersize=5, label=f"{series} ({_n([s.n for _, s in points])})", **style)
-    ax.set_xlabel("target sparsity (%)  (0 = the dense run)")
+    ax.set_xlabel("target sparsity (%)  (0 = the dense run; series side by side)")
     ax.set_ylabel(f"final {q.label}")
     ax.set_title(f"{model}: final {q.label} against sparsity (mean ± std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
-    _legend(ax)
+    _legend(ax, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
@@ -183,9 +189,9 @@ def sparsity(matrix: Matrix, model: str, q: Quality, path: Path) -> bool:
         _line(ax, c, matrix, *curve(c.runs, q.unit, "sparsity", scale=100))
     ax.set_xlabel(_x_label(q))
     ax.set_ylabel("sparsity of the prunable weights (%)")
-    ax.set_title(f"{model}: sparsity during training", fontsize=10)
+    ax.set_title(f"{model}: sparsity during training (mean ± std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
-    _legend(ax)
+    _legend(ax, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
