@@ -185,8 +185,10 @@ def sparsity(matrix: Matrix, model: str, q: Quality, path: Path) -> bool:
     if not pruned:
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for c in pruned:
+    for i, c in enumerate(pruned):
         _line(ax, c, matrix, *curve(c.runs, q.unit, "sparsity", scale=100))
+        ax.lines[-1].set(linewidth=1 + 3 * (1 - i / len(pruned)), markersize=3 + 5 * (1 - i / len(pruned)))  # schedules
+        # of one target coincide: each drawn thinner than the one before, so that all stay visible
     ax.set_xlabel(_x_label(q))
     ax.set_ylabel("sparsity of the prunable weights (%)")
     ax.set_title(f"{model}: sparsity during training (mean ± std over seeds)", fontsize=10)
