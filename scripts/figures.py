@@ -51,6 +51,11 @@ def _line(ax, c: Config, matrix: Matrix, x, mean, std, counts, label: str | None
         ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=BAND_ALPHA, linewidth=0)
 
 
+def _thinner(line, i: int, n: int) -> None:
+    """The i-th of n lines on one axes a little thinner than the one before, so that lines that coincide all show."""
+    line.set(linewidth=1 + 2.5 * (1 - i / n), markersize=3 + 4 * (1 - i / n))
+
+
 def _x_label(q: Quality) -> str:
     return "epoch" if q.unit == "epoch" else "iteration"
 
@@ -106,9 +111,10 @@ def curves(matrix: Matrix, model: str, q: Quality, path: Path) -> bool:
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.9 * rows), squeeze=False, sharey=True)
     legend = {}  # one legend for the figure: a series (optimizer, method) is the same line in every panel
     for ax, level in zip(axes.flat, levels):
-        for c in configs:
-            if c.dense or c.sparsity == level:
-                _line(ax, c, matrix, *curve(c.runs, q.unit, q.history), label=c.series)
+        shown = [c for c in configs if c.dense or c.sparsity == level]
+        for i, c in enumerate(shown):
+            _line(ax, c, matrix, *curve(c.runs, q.unit, q.history), label=c.series)
+            _thinner(ax.lines[-1], i, len(shown))
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
         ax.set_title("dense" if level == 0 else f"target sparsity {level:.0f}% (with the dense runs)", fontsize=9)
@@ -187,8 +193,7 @@ def sparsity(matrix: Matrix, model: str, q: Quality, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for i, c in enumerate(pruned):
         _line(ax, c, matrix, *curve(c.runs, q.unit, "sparsity", scale=100))
-        ax.lines[-1].set(linewidth=1 + 3 * (1 - i / len(pruned)), markersize=3 + 5 * (1 - i / len(pruned)))  # schedules
-        # of one target coincide: each drawn thinner than the one before, so that all stay visible
+        _thinner(ax.lines[-1], i, len(pruned))  # the schedules of one target coincide
     ax.set_xlabel(_x_label(q))
     ax.set_ylabel("sparsity of the prunable weights (%)")
     ax.set_title(f"{model}: sparsity during training (mean ± std over seeds)", fontsize=10)
