@@ -107,7 +107,9 @@ def ensure_prepared(dataset: str, data_dir: str, text_file: str | None = None, d
             )
         else:
             try:
-                prepare.prepare(dataset, data_dir, text_file)
+                with prepare.preparing(out):  # another run of the matrix may be preparing it right now
+                    if not prepare.is_prepared(out, text_file if dataset == "file" else None):
+                        prepare.prepare(dataset, data_dir, text_file)
             except Exception as e:  # reported below, on every process
                 error = e
     ok = distributed.broadcast_flag(error is None, device)  # every process takes part, ready or not

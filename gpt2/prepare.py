@@ -23,12 +23,14 @@ an integer).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
 import sys
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,23 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextmanager
+def preparing(out: Path):
+    """Hold `<out>.lock` (a blocking flock, released when its holder dies): one process prepares `out` at a time.
+
+    Runs of a matrix that start at once (JOBS, Slurm tasks) all find a
+    corpus missing; the first prepares it, the others wait here and then
+    find it prepared.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out.parent / f".{out.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def is_prepared(out: Path, text_file: str | Path | None = None) -> bool:

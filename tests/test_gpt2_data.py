@@ -59,3 +59,33 @@ def test_small_corpus_is_prepared_on_demand(tmp_path):
     out = gdata.ensure_prepared("file", str(tmp_path / "data"), str(src))
     assert (out / "train.bin").stat().st_size > 0 and (out / "meta.json").exists()
     assert gdata.ensure_prepared("file", str(tmp_path / "data"), str(src)) == out
+
+
+WAITER = """
+import sys
+from gpt2 import data
+print("prepared", data.ensure_prepared("file", sys.argv[1], sys.argv[2]), flush=True)
+"""
+
+
+def test_runs_that_start_at_once_prepare_a_corpus_once(tmp_path):
+    """A second run finding the corpus missing waits for the one preparing it, then uses its files."""
+    import subprocess
+    import sys
+
+    from conftest import PATIENCE_S, REPO, wait_until
+    from gpt2 import prepare
+
+    src = tmp_path / "notes.txt"
+    src.write_text("".join(f"Line {i} of the sample text.\n" for i in range(60)), encoding="utf-8")
+    out = prepare.dataset_dir(tmp_path / "data", "file", src)
+    with prepare.preparing(out):  # this test is the run preparing it
+        waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(tmp_path / "data"), str(src)], cwd=REPO,
+                                  stdout=subprocess.PIPE, text=True)
+        # /proc/locks lists a process waiting for a lock on a line starting "N: ->"
+        wait_until(lambda: any("->" in ln and f" {waiter.pid} " in ln for ln in open("/proc/locks")),
+                   "the second run waiting for the lock", waiter)
+        prepare.prepare("file", tmp_path / "data", text_file=src)
+        stamp = (out / "train.bin").stat().st_mtime_ns
+    assert waiter.communicate(timeout=PATIENCE_S)[0].strip() == f"prepared {out}" and waiter.returncode == 0
+    assert (out / "train.bin").stat().st_mtime_ns == stamp  # used, not prepared again
