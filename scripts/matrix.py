@@ -72,6 +72,18 @@ def plan(values: dict, matrix_dir: Path, overrides: dict) -> list[dict]:
     ]
 
 
+def check_baseline(values: dict, runs: list[dict]) -> None:
+    """CONFIG_MATRIX_BASELINE names a configuration of the matrix (a run id without its seed suffix), or is unset."""
+    key = values.get("MATRIX_BASELINE")
+    if not key:
+        return
+    from scripts.evidence import config_key
+
+    planned = list(dict.fromkeys(config_key(r["run_id"], r["spec"]["seed"]) for r in runs))
+    if key not in planned:
+        raise MatrixError(f"CONFIG_MATRIX_BASELINE={key!r} is no configuration of this matrix; valid: {', '.join(planned)}")
+
+
 def matrix_name(values: dict) -> str:
     """The defconfig this .config came from, or 'custom' once it was changed."""
     record = read_json(Path("build") / "defconfig.json") or {}
@@ -222,6 +234,7 @@ def cmd_run(args) -> int:
         overrides = overrides_from(args)
         runs = plan(values, matrix_dir, overrides)
         selected(runs, args.only)
+        check_baseline(values, runs)
         where = execution(args, values)  # bad input stops here, before the matrix directory exists
         matrix_dir.mkdir(parents=True)
         meta = {

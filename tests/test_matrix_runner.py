@@ -190,3 +190,14 @@ def test_cpu_runs_are_forked_unless_told_not_to_gpu_runs_never(tmp_path, monkeyp
     monkeypatch.setattr(launch.Pool, "run", lambda self, runs: seen.append(self.fork))
     runner.run_all(mdir, meta, ("local", [launch.Slot(0, gpus, 1)]))
     assert seen == [forked]
+
+
+def test_a_baseline_that_is_no_configuration_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    (tmp_path / ".config").write_text("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_NONE=y\n"
+                                      f'CONFIG_SEEDS="1 2"\nCONFIG_RESULTS_DIR="{tmp_path / "results"}"\n'
+                                      'CONFIG_MATRIX_BASELINE="lenet5_sgd_none_s1"\n')
+    monkeypatch.setenv("KCONFIG_CONFIG", str(tmp_path / ".config"))
+    assert runner.main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: CONFIG_MATRIX_BASELINE='lenet5_sgd_none_s1' is no configuration of this matrix; valid: lenet5_sgd_none"]
+    assert not list(tmp_path.glob("results/*/matrix.json"))
