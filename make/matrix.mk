@@ -3,6 +3,7 @@
 EPOCHS ?=
 RESULTS ?=
 RETRY_FAILED ?=
+IMAGES ?=
 # Where and how many runs execute (default: .config's CONFIG_MATRIX_*), and which.
 JOBS ?=
 THREADS ?=
@@ -46,9 +47,9 @@ estimate: $(DEPS)
 update-graphs: $(DEPS)
 	$(Q)$(PYTHON) -m scripts.graphs $(if $(RESULTS),--results $(RESULTS))
 
-## publish-graphs: copy RESULTS=results/<id>'s graphs to images/<model>/ (the tracked images the README shows)
+## publish-graphs: copy RESULTS=results/<id>'s graphs to images/<model>/ (the tracked images the README shows; IMAGES=dir elsewhere)
 publish-graphs: $(DEPS)
-	$(Q)$(PYTHON) -m scripts.graphs --publish $(if $(RESULTS),--results $(RESULTS))
+	$(Q)$(PYTHON) -m scripts.graphs --publish $(if $(RESULTS),--results $(RESULTS)) $(if $(IMAGES),--images $(IMAGES))
 
 ## compare: A=results/<id1> B=results/<id2> (or defconfig names): B/compare-<A id>/compare.md and figures; fails when B regressed (TOLERANCE=0.5)
 compare: $(DEPS)
