@@ -51,9 +51,12 @@ def copy_repository(dest: Path) -> None:
             shutil.copy2(REPO / rel, dest / rel)
 
 
+MEASURED = ("train_time_s", "peak_memory_mib", "samples_per_s", "tokens_per_s")  # not computed: differ between processes
+
+
 def comparable(metrics: dict) -> dict:
     history = [{k: v for k, v in h.items() if k != "elapsed_s"} for h in metrics["history"]]
-    final = {k: v for k, v in metrics["final"].items() if k not in ("train_time_s", "peak_memory_mib")}
+    final = {k: v for k, v in metrics["final"].items() if k not in MEASURED}
     return {"history": history, "final": final}
 
 
