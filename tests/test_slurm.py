@@ -23,6 +23,7 @@ from lib import config, matrix
 from lib.results import MatrixError, read_json
 from scripts import slurm
 from slurm_cluster import Cluster, slurm_cluster  # noqa: F401  (the session fixture)
+from test_launch_e2e import FOUR_RUNS as FOUR_RUN_TEMPLATE
 from test_runner_e2e import comparable, epochs_done, error_lines, only_matrix, snapshot
 
 SETTINGS = {
@@ -135,16 +136,7 @@ def test_tasks_slurm_has_forgotten_have_no_state(slurm_cluster: Cluster, tmp_pat
 
 
 # -- end to end ---------------------------------------------------------------------------
-FOUR_RUNS = """CONFIG_MODEL_LENET5=y
-CONFIG_LENET5_EPOCHS=5
-CONFIG_LENET5_BATCH_SIZE=64
-CONFIG_OPTIMIZER_SGD=y
-CONFIG_OPTIMIZER_ADAM=y
-CONFIG_PRUNING_NONE=y
-CONFIG_PRUNING_MAGNITUDE=y
-CONFIG_SPARSITIES="0.5"
-CONFIG_MATRIX_AUTO_GRAPHS=n
-"""
+FOUR_RUNS = FOUR_RUN_TEMPLATE.format(epochs=5)  # four short runs
 
 
 def task_name(mdir: Path, run_id: str) -> str:
