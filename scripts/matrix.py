@@ -171,7 +171,7 @@ def selected(runs: list[dict], only: str | None) -> list[dict]:
     return picked
 
 
-def todo(matrix_dir: Path, runs: list[dict], chosen: list[dict], display, retry_failed: bool,
+def unfinished(matrix_dir: Path, runs: list[dict], chosen: list[dict], display, retry_failed: bool,
          busy: set[str] = frozenset()) -> list[dict]:
     """The runs of `chosen` (ONLY's pick of `runs`) still to execute; the display hears why each other run is left alone."""
     out = []
@@ -200,11 +200,11 @@ def run_all(matrix_dir: Path, meta: dict, where: tuple[str, object], *, only: st
         from scripts import slurm
 
         display = Display(matrix_dir, meta["runs"], live=False)
-        pending = todo(matrix_dir, meta["runs"], runs, display, retry_failed, slurm.active(matrix_dir))
+        pending = unfinished(matrix_dir, meta["runs"], runs, display, retry_failed, slurm.active(matrix_dir))
         return slurm.submit(matrix_dir, meta, [r["run_id"] for r in pending], setting) if pending else 0
     display = Display(matrix_dir, meta["runs"])
     try:
-        pending = todo(matrix_dir, meta["runs"], runs, display, retry_failed)
+        pending = unfinished(matrix_dir, meta["runs"], runs, display, retry_failed)
         fork = not any(s.gpus for s in setting) and os.environ.get(launch.FORK_ENV) != "0"
         print(f"{len(pending)} to run, {len(setting)} at once ({setting[0].describe()} each)", flush=True)
         launch.Pool(setting, display, fail_fast=fail_fast, fork=fork).run(pending)
