@@ -10,6 +10,7 @@ import pytest
 from lib.results import write_json
 from scripts import compare
 from scripts.evidence import load
+from test_runner_e2e import KILL_CONFIG
 
 EPOCHS = 3
 
@@ -191,21 +192,10 @@ def test_no_configuration_in_common_is_bad_input(results, capsys):
     assert not (b / f"compare-{a.name}").exists()
 
 
-E2E_CONFIG = """CONFIG_MODEL_LENET5=y
-CONFIG_LENET5_EPOCHS=4
-CONFIG_LENET5_BATCH_SIZE=64
-CONFIG_OPTIMIZER_SGD=y
-CONFIG_PRUNING_NONE=y
-CONFIG_PRUNING_MAGNITUDE=y
-CONFIG_SPARSITIES="0.5"
-CONFIG_MATRIX_AUTO_GRAPHS=n
-"""
-
-
 @pytest.mark.e2e
 def test_make_compare_passes_identical_matrices_and_flags_fewer_epochs(make):
     root = make.root
-    (root / ".config").write_text(E2E_CONFIG)
+    (root / ".config").write_text(KILL_CONFIG)  # two runs; every matrix here sets its EPOCHS
     matrices = []
     for epochs in ("4", "4", "1"):
         done = make("all", f"EPOCHS={epochs}")

@@ -239,15 +239,20 @@ def task_state(mdir: Path, run_id: str) -> str:
     return slurm.task_states(mdir).get(run_id, "")
 
 
+def submit_one(make, config: str) -> tuple[Path, Path]:
+    """Submit a one-run matrix of `config` with make: (its matrix directory, its run directory)."""
+    (make.root / ".config").write_text(config)
+    submitted = make("all")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    mdir = only_matrix(make.root)
+    return mdir, mdir / "lenet5_sgd_none"
+
+
 @pytest.mark.e2e
 def test_pre_timeout_warning_checkpoints_and_requeues(slurm_cluster, make):
     """A two-minute limit with the warning 60 s before it: the run stops with a checkpoint, the task comes back and resumes it."""
     root = make.root
-    (root / ".config").write_text(LONG_RUN)
-    submitted = make("all")
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    mdir = only_matrix(root)
-    run = mdir / "lenet5_sgd_none"
+    mdir, run = submit_one(make, LONG_RUN)
     name = task_name(mdir, run.name)
     wait_until(lambda: run_status(run) not in (None, "running"), "the run to stop on the warning")
     record = read_json(run / "run.json")
@@ -315,11 +320,7 @@ CONFIG_SLURM_CPUS=2
 def test_ddp_on_one_node_by_the_array_and_by_the_multi_node_command(slurm_cluster, make, free_port):
     """DDP_PROCS=2 in an array task (torchrun --standalone), then the same run as SLURM_NODES>1 starts it, on one node."""
     root = make.root
-    (root / ".config").write_text(DDP_RUN)
-    submitted = make("all")
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    mdir = only_matrix(root)
-    run = mdir / "lenet5_sgd_none"
+    mdir, run = submit_one(make, DDP_RUN)
     wait_until(lambda: settled(mdir), "the DDP task to end")
     assert run_status(run) == "completed", (run / "train.log").read_text()[-2000:]
 
