@@ -23,6 +23,9 @@ endif
 
 export PYTHONDONTWRITEBYTECODE := 1
 
+# $(call shquote,VALUE): VALUE as one shell word, whatever spaces or quotes it holds (RESULTS="my results").
+shquote = '$(subst ','\'',$(1))'
+
 include $(sort $(wildcard make/*.mk))
 
 .PHONY: help

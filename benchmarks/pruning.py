@@ -268,22 +268,29 @@ def build_cases(name: str, args, device) -> list[Case]:
     return [Case(label, copy.deepcopy(base), loss_fn, batch, args.sparsity, device, args.kernels, interval) for label in METHODS]
 
 
+def row(cells: list[str], widths: list[int]) -> str:
+    """One table line: the first cell left-aligned, the others right-aligned, always a space apart (any number fits)."""
+    first, *rest = cells
+    return " ".join([f"{first:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(rest, widths[1:])])
+
+
 def report(name: str, cases: list[Case], frequencies: list[int], n_params: int) -> None:
     dense, dense_tail = statistics.median(cases[0].step_times), statistics.median(cases[0].tail_times)
+    widths = [16, 9, 9, 9, 11, 10] + [7] * len(frequencies) + [12]
     print(f"\n{name}: {n_params / 1e6:.2f}M prunable weights")
-    print(f"{'method':<16} {'step ms':>9} {'vs dense':>9} {'hooks ms':>9} {'in-hook ms':>11} {'update ms':>10}"
-          + "".join(f"{'@' + str(f):>8}" for f in frequencies) + f" {'bytes/param':>12}")
+    print(row(["method", "step ms", "vs dense", "hooks ms", "in-hook ms", "update ms"] + [f"@{f}" for f in frequencies]
+              + ["bytes/param"], widths))
     for c in cases:
         step = statistics.median(c.step_times)
         if c.pruner is not None:  # what the hooks add to the end of the step, and the time spent inside them
-            extra, inside = statistics.median(c.tail_times) - dense_tail, f"{statistics.median(c.hook_times) * 1e3:11.2f}"
+            extra, inside = statistics.median(c.tail_times) - dense_tail, f"{statistics.median(c.hook_times) * 1e3:.2f}"
         else:  # dense; torch.nn.utils.prune works inside forward and backward: the whole-step difference
-            extra, inside = step - dense, f"{'':>11}"
-        hooks = f"{extra * 1e3:9.2f}" if c is not cases[0] else f"{'':>9}"
+            extra, inside = step - dense, ""
+        hooks = f"{extra * 1e3:.2f}" if c is not cases[0] else ""
         update = statistics.median(c.update_times) if c.update_times else 0.0
-        overheads = "".join(f"{(extra + update / f) / dense:+8.1%}" for f in frequencies)
-        print(f"{c.label:<16} {step * 1e3:9.2f} {step / dense:9.3f} {hooks} {inside} {update * 1e3:10.1f}{overheads}"
-              f" {c.bytes_per_param:12.2f}")
+        overheads = [f"{(extra + update / f) / dense:+.1%}" for f in frequencies]
+        print(row([c.label, f"{step * 1e3:.2f}", f"{step / dense:.3f}", hooks, inside, f"{update * 1e3:.1f}"] + overheads
+                  + [f"{c.bytes_per_param:.2f}"], widths))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -31,13 +31,27 @@ from dataclasses import asdict
 import torch
 
 from gpt2 import data as gdata
-from gpt2.model import GPT, MAX_POSITIONS, SIZES, config_for
+from gpt2.model import ATTENTIONS, GPT, MAX_POSITIONS, SIZES, cache_bytes_per_token, config_for, mlp_hidden, parse_mlp_ratio
 from gpt2.prepare import DATASETS
 from lib import cli, distributed, optim, pruning
 from lib.run import LOSS, Run, TrainingDiverged, execute, optimizer_step
 
 # Checkpoint fields that fix the data order and the model's shape: a resume must not change them.
 SHAPE_KEYS = ("model_size", "block_size", "batch_size", "grad_accum", "dataset", "text_file", "seed")
+MLA_LATENT_DIM = {"tiny": 32}  # --mla-latent-dim's default per size (gpt2/Kconfig's), else the reference's 128
+
+
+def ra_heads_value(text: str) -> int | str:
+    """--ra-heads: a whole number of heads (0: off) or "all"; checked against the size's heads in `check`."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of heads (0, 1, 2, ...) or 'all'")
+    return value
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -58,6 +72,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=0.0)
     g.add_argument("--prune-tied-head", action="store_true",
                    help="also prune the token embedding / output head (tied; left dense by default)")
+    g.add_argument("--mlp-ratio", default="gpt2",
+                   help="MLP:attention weight ratio sizing the MLP (hidden a multiple of 64): gpt2 (4 x width), golden (2.5) "
+                        "or a number")
+    g.add_argument("--attention", default="standard", choices=ATTENTIONS,
+                   help="mla: keys and values from a shared latent of --mla-latent-dim (the cache holds the latent)")
+    g.add_argument("--mla-latent-dim", type=int,
+                   help="MLA's latent size (default: 32 for tiny, 128 otherwise); read only with --attention mla")
+    g.add_argument("--ra-heads", type=ra_heads_value, default=0,
+                   help="reciprocal attention on this many heads, or all (0: off)")
+    g.add_argument("--rmlp", action="store_true", help="reciprocal MLP: a gated coupling from the attention output into the MLP")
     return p
 
 
@@ -76,6 +100,25 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Name
         p.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.dataset == "file" and not args.text_file:
         p.error("--dataset file needs --text-file PATH (CONFIG_GPT2_TEXT_FILE)")
+    try:
+        parse_mlp_ratio(args.mlp_ratio)
+    except ValueError as e:
+        p.error(f"--mlp-ratio: {e}")
+    if args.mla_latent_dim is None:
+        args.mla_latent_dim = MLA_LATENT_DIM.get(args.model_size, 128)
+    if args.mla_latent_dim < 1:
+        p.error(f"--mla-latent-dim must be at least 1, got {args.mla_latent_dim}")
+    n_head = SIZES[args.model_size].n_head
+    if args.ra_heads == "all":
+        args.ra_heads = n_head
+    if args.ra_heads > n_head:
+        p.error(f"--ra-heads {args.ra_heads} is more than the {n_head} heads of --model-size {args.model_size}; "
+                f"valid: 0..{n_head} or all")
+    variants = [f for f, on in (("--attention mla", args.attention == "mla"), ("--ra-heads", args.ra_heads),
+                                ("--rmlp", args.rmlp)) if on]
+    if variants and args.pruning_method != "none" and str(args.pruning_granularity).strip().lower() == "channel":
+        p.error(f"--pruning-granularity channel cannot take {', '.join(variants)}: channel units know GPT-2's own "
+                "attention heads only (c_attn, c_proj); use element or N:M granularity")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.grad_accum % world:
         p.error(f"--grad-accum {args.grad_accum} is not divisible by the {world} processes: make it a multiple")
@@ -110,6 +153,63 @@ def estimate_loss(model, val_data: gdata.TokenWindows, args, n_eval: int, run: R
         total += loss.float()
     model.train()
     return distributed.all_reduce_sum(total).item() / n_eval
+
+
+def build_model(args: argparse.Namespace) -> GPT:
+    """The model this trainer trains for `args`, freshly initialised, on the CPU."""
+    return GPT(config_for(args.model_size, block_size=args.block_size, dropout=args.dropout, mlp_ratio=args.mlp_ratio,
+                          attention=args.attention, latent_dim=args.mla_latent_dim, ra_heads=args.ra_heads,
+                          rmlp=args.rmlp))
+
+
+def architecture_key(args: argparse.Namespace) -> dict | None:
+    """The architecture flags a resume must keep: None for GPT-2's own (so checkpoints from before the flags resume)."""
+    arch = {"mlp_ratio": args.mlp_ratio, "attention": args.attention, "ra_heads": args.ra_heads, "rmlp": args.rmlp}
+    if args.attention == "mla":
+        arch["latent_dim"] = args.mla_latent_dim
+    return None if arch == {"mlp_ratio": "gpt2", "attention": "standard", "ra_heads": 0, "rmlp": False} else arch
+
+
+@torch.no_grad()
+def architecture(model: GPT, device) -> dict:
+    """metrics.json's "architecture": the variant settings, the MLP's hidden size and ratio, the cache per token.
+
+    kv_cache_bytes_per_token is measured from the cache of a one-sequence
+    prompt of a block (or 16 tokens), in the weights' dtype.
+    """
+    cfg, was_training = model.config, model.training
+    model.eval()
+    _, cache = model.forward_cached(torch.zeros(1, min(16, cfg.block_size), dtype=torch.long, device=device))
+    model.train(was_training)
+    return {"mlp_ratio": cfg.mlp_ratio, "attention": cfg.attention,
+            "latent_dim": cfg.latent_dim if cfg.attention == "mla" else None, "ra_heads": cfg.ra_heads, "rmlp": cfg.rmlp,
+            "mlp_hidden": mlp_hidden(cfg), "mlp_attention_ratio": model.mlp_attention_ratio(),
+            "param_classes": model.param_classes(), "kv_cache_bytes_per_token": cache_bytes_per_token(cache)}
+
+
+def validation_windows(args: argparse.Namespace) -> gdata.TokenWindows:
+    """The prepared validation split in windows of --block-size tokens (one process)."""
+    return gdata.TokenWindows(gdata.ensure_prepared(args.dataset, args.data_dir, args.text_file) / "val.bin", args.block_size)
+
+
+def example_inputs(args: argparse.Namespace, batch: int) -> torch.Tensor:
+    """`batch` validation windows of --block-size tokens, as the model takes them (lib.inference)."""
+    val_data = validation_windows(args)
+    return val_data.get(gdata.eval_windows(val_data, batch, 0), torch.device("cpu"))[0]
+
+
+@torch.no_grad()
+def quality(model, args: argparse.Namespace, device) -> dict:
+    """Validation loss and perplexity of `model` over the batches `estimate_loss` reads, on one process (lib.inference)."""
+    val_data = validation_windows(args)
+    n_eval = gdata.eval_batches(val_data, args.batch_size, args.eval_iters)
+    model.eval()
+    total = 0.0
+    for index in range(n_eval):
+        x, y = val_data.get(gdata.eval_windows(val_data, args.batch_size, index), device)
+        total += model(x, y)[1].float().item()
+    loss = total / n_eval
+    return {"val_loss": loss, "perplexity": math.exp(min(loss, 700.0))}
 
 
 def global_mean(loss_sum: torch.Tensor, iters: int, args) -> float:
@@ -147,8 +247,8 @@ def main(args: argparse.Namespace) -> dict:
         tokens_per_iter = args.batch_size * args.grad_accum * args.block_size
 
         run.seed()  # the same initial weights on every process
-        model_config = config_for(args.model_size, block_size=args.block_size, dropout=args.dropout)
-        model = GPT(model_config).to(device)
+        model = build_model(args).to(device)
+        model_config = model.config
         if run.world_size > 1:
             torch.manual_seed(args.seed + run.rank)  # each process its own dropout stream
         optimizer = optim.from_args(args, model)
@@ -157,22 +257,27 @@ def main(args: argparse.Namespace) -> dict:
         scheduler = optim.scheduler_from_args(args, optimizer, args.max_iters)
         steps_per_epoch = max(1, train_data.n_windows // (args.batch_size * args.grad_accum))  # --pruning-unit epoch
         pruner = pruning.from_args(args, model, optimizer, args.max_iters, steps_per_epoch=steps_per_epoch,
-                                   include_tied_head=args.prune_tied_head)
+                                   include_tied_head=args.prune_tied_head,
+                                   example_inputs=torch.zeros(1, args.block_size, dtype=torch.long, device=device))
         run.attach(model, optimizer, scheduler, pruner, include_tied_head=args.prune_tied_head,
                    best_extra={"config": asdict(model_config)})
-        state = run.resume(fixed={k: getattr(args, k) for k in SHAPE_KEYS})
+        state = run.resume(fixed={**{k: getattr(args, k) for k in SHAPE_KEYS}, "architecture": architecture_key(args)})
         it = state.get("iter", 0)
         train_seconds = state.get("train_seconds", 0.0)  # in training iterations only (no evaluation or checkpointing)
         stopped_by = state.get("stopped_by", "max_iters")
         # Losses summed since the last evaluation: this process's own, from a checkpoint a signal stopped between two.
         interval_loss = torch.tensor(stopped_part(state, run).get("interval_loss", 0.0), device=device)
         interval_iters = state.get("interval_iters", 0)
+        arch = architecture(model, device)
         run.start(model_size=args.model_size, block_size=args.block_size, tokens_per_iter=tokens_per_iter,
-                  processes=run.world_size)
+                  processes=run.world_size, architecture=arch)
         net, eval_net = run.wrap(model)
         if run.is_main:
             print(f"gpt2 {args.model_size}: {model.num_params() / 1e6:.2f}M parameters, {run.world_size} process(es), "
                   f"{tokens_per_iter} tokens per iteration, {train_data.n_windows} training windows", flush=True)
+            print(f"architecture: MLP {arch['mlp_ratio']} (hidden {arch['mlp_hidden']}, MLP:attention "
+                  f"{arch['mlp_attention_ratio']:.3f}), attention {arch['attention']}, RA heads {arch['ra_heads']}, "
+                  f"R-MLP {'on' if arch['rmlp'] else 'off'}, cache {arch['kv_cache_bytes_per_token']:g} bytes/token", flush=True)
 
         def evaluate_and_save(train_loss: float | None) -> None:
             """Validation at iteration `it`: one history entry; the Run writes checkpoint.pt, best.pt and metrics.json."""

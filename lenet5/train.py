@@ -9,7 +9,7 @@ Writes run.json, metrics.json, checkpoint.pt and best.pt to --output-dir;
 
 import sys
 
-from lib import classifier, cli, data, run
+from lib import classifier, cli, data, inference, run
 from lenet5.model import LeNet5
 
 DATASETS = ("digits", "mnist")
@@ -32,9 +32,24 @@ def load(args):
     return data.digits(size=32) if args.dataset == "digits" else data.mnist(args.data_dir)
 
 
+def build_model(args):
+    """The model this trainer trains for `args`, freshly initialised, on the CPU."""
+    return LeNet5(num_classes=10)
+
+
+def example_inputs(args, batch: int):
+    """`batch` validation images, as the model takes them (lib.inference)."""
+    return inference.first_examples(load(args)[1], batch)
+
+
+def quality(model, args, device) -> dict:
+    """Validation accuracy (%) and loss of `model` on --dataset's validation split (lib.inference)."""
+    return inference.classifier_quality(model, load(args)[1], device)
+
+
 def main(args):
     train_set, val_set = load(args)
-    classifier.fit(args, lambda: LeNet5(num_classes=10), train_set, val_set, model_name="lenet5", dataset=args.dataset)
+    classifier.fit(args, lambda: build_model(args), train_set, val_set, model_name="lenet5", dataset=args.dataset)
 
 
 if __name__ == "__main__":

@@ -166,13 +166,17 @@ def fit(args, build_model, train_set, val_set, *, model_name: str, dataset: str)
         args.epochs = run.extend_budget(args.epochs)
         total_steps = args.epochs * len(train_loader)
         scheduler = optim.scheduler_from_args(args, optimizer, total_steps)
-        pruner = pruning.from_args(args, model, optimizer, total_steps, steps_per_epoch=len(train_loader))
+        with torch.random.fork_rng(devices=[]):  # drawing the example (augmentation) leaves the training RNG alone
+            example = train_set[0][0].unsqueeze(0).to(run.device)
+        pruner = pruning.from_args(args, model, optimizer, total_steps, steps_per_epoch=len(train_loader),
+                                   example_inputs=example)
         run.attach(model, optimizer, scheduler, pruner)
         position = run.resume()
         start_epoch, part = position.get("epoch", 0), stopped_part(position, run)
         train_seconds = position.get("train_seconds", 0.0)  # in training passes only (no evaluation or checkpointing)
         run.start()
         train_net, eval_net = run.wrap(model)  # `model` keeps owning the weights (state_dict, pruner, best.pt)
+        run.before_training(lambda: dict(zip(("val_loss", "val_accuracy"), evaluate(eval_net, val_loader, run.device, amp=run.amp))))
 
         for epoch in range(start_epoch, args.epochs):
             if isinstance(train_loader.sampler, DistributedSampler):

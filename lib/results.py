@@ -1,9 +1,10 @@
 """Results on disk: run directories (run.json, metrics.json) and the matrix directories that hold them.
 
 A run is done if and only if run.json says "completed" and metrics.json parses
-with a "final" block (`is_done`). Writers go through `write_json`, which
-writes a temporary file, fsyncs it and renames it over the old one, so a
-reader never sees half a file, even after SIGKILL.
+with a final block that has what every reader needs (`is_done`,
+`metrics_problem`); `describe` calls any other completed run "unreadable",
+and `make continue` writes its metrics again from its checkpoint. Writers go through `write_json`, an atomic
+write (`lib.atomic`), so a reader never sees half a file, even after SIGKILL.
 
 A matrix directory is `<results>/<id>/` with its `matrix.json`; `newest_matrix`
 and `open_matrix` find it, `describe` and `load_runs` read its runs. One
@@ -19,18 +20,23 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
-import tempfile
+import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lib.atomic import atomic_open
+
 SCHEMA = 1
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted")  # run.json's; `describe` adds pending and unreadable
 MATRIX_FILE = "matrix.json"
 LOCK_FILE = ".lock"
 CLAIM_FILE = ".claim"
 RUNNER_GONE = "interrupted (runner gone)"
+RUNNER_ENV = "MATRIX_RUNNER_PID"  # the runner's pid, given to its trainers: one whose runner died stops (lib.run)
+CORRUPT = ".corrupt"  # suffix of a checkpoint set aside because the run could not resume from it (lib.checkpoint.set_aside)
 
 
 class MatrixError(Exception):
@@ -44,17 +50,15 @@ def now() -> str:
 def write_json(path: str | os.PathLike, data) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def set_aside_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether the run's checkpoint was set aside as corrupt and nothing has replaced it yet."""
+    run_dir = Path(run_dir)
+    return not (run_dir / "checkpoint.pt").exists() and any(run_dir.glob(f"checkpoint.pt{CORRUPT}*"))
 
 
 def read_json(path: str | os.PathLike):
@@ -65,10 +69,25 @@ def read_json(path: str | os.PathLike):
         return None
 
 
+FINAL_KEYS = ("sparsity_prunable", "train_time_s")  # what status, graphs and the report read of every final block
+HEADLINES = ("accuracy", "perplexity")  # and one of these
+
+
+def metrics_problem(metrics) -> str | None:
+    """Why a parsed metrics.json cannot be read as a finished run's (None: it can)."""
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("history"), list):
+        return "metrics.json is missing, does not parse or has no history list"
+    final = metrics.get("final")
+    if not isinstance(final, dict):
+        return "metrics.json has no final block"
+    missing = [k for k in FINAL_KEYS if k not in final] + ([] if any(k in final for k in HEADLINES) else [" or ".join(HEADLINES)])
+    return f"metrics.json's final block lacks {', '.join(missing)}" if missing else None
+
+
 def is_done(run_dir: str | os.PathLike) -> bool:
+    """run.json says completed and metrics.json holds a readable final block (`metrics_problem`)."""
     run = read_json(Path(run_dir) / "run.json") or {}
-    metrics = read_json(Path(run_dir) / "metrics.json") or {}
-    return run.get("status") == "completed" and isinstance(metrics.get("final"), dict)
+    return run.get("status") == "completed" and metrics_problem(read_json(Path(run_dir) / "metrics.json")) is None
 
 
 class RunRecord:
@@ -107,9 +126,17 @@ class RunRecord:
 
 
 # -- matrix directories ----------------------------------------------------------
+MATRIX_ID = re.compile(r"\d{8}-\d{6}-")  # `make` names a matrix <YYYYmmdd-HHMMSS>-<defconfig>
+
+
 def newest_matrix(results_root: str | os.PathLike) -> Path:
-    """The newest `<results_root>/<id>/` with a matrix.json (ids sort by time)."""
-    dirs = sorted(p.parent for p in Path(results_root).glob(f"*/{MATRIX_FILE}"))
+    """The newest `<results_root>/<id>/` (ids sort by time), whether or not its matrix.json is still readable.
+
+    A newest matrix that lost its matrix.json is an error of `open_matrix`
+    naming it, never a silent fall-back to an older one.
+    """
+    root = Path(results_root)
+    dirs = sorted(p for p in root.glob("*/") if MATRIX_ID.match(p.name) or (p / MATRIX_FILE).exists()) if root.is_dir() else []
     if not dirs:
         raise MatrixError(f"no matrix in {results_root}/; run 'make' first")
     return dirs[-1]
@@ -130,23 +157,55 @@ def open_matrix(matrix_dir: str | os.PathLike | None = None, results_root: str |
     meta = read_json(matrix_dir / MATRIX_FILE)
     if not meta:
         raise MatrixError(f"{matrix_dir}/{MATRIX_FILE} is missing or unreadable; is {matrix_dir} a matrix directory?")
-    return matrix_dir, meta
+    return matrix_dir, relocated(meta, matrix_dir)
+
+
+def relocated(meta: dict, matrix_dir: Path) -> dict:
+    """matrix.json with its runs' paths moved into `matrix_dir`: a moved or copied matrix runs where it is now.
+
+    Command-line words under the directory the matrix was planned in (each
+    run's --output-dir, a fine-tuning run's --init-from) are rewritten; the
+    file on disk keeps the planned paths.
+    """
+    planned = next((Path(r["argv"][r["argv"].index("--output-dir") + 1]).parent for r in meta.get("runs", [])
+                    if "--output-dir" in r.get("argv", [])), None)
+    if planned is None or planned == matrix_dir:
+        return meta
+    old, new = str(planned), str(matrix_dir)
+
+    def move(word: str) -> str:
+        return new + word[len(old):] if word == old or word.startswith(old + os.sep) else word
+
+    return {**meta, "runs": [{**r, "argv": [move(w) for w in r["argv"]]} for r in meta["runs"]]}
 
 
 def describe(run_dir: str | os.PathLike) -> dict:
     """Status ("pending" before run.json exists), error and the final block of a run, from its files."""
     run_dir = Path(run_dir)
-    record = read_json(run_dir / "run.json") or {}
-    final = (read_json(run_dir / "metrics.json") or {}).get("final") or {}
+    record = read_json(run_dir / "run.json")
+    if record is None and (run_dir / "run.json").exists():
+        return {"status": "unreadable", "error": "run.json does not parse; 'make continue' runs it again from its checkpoint"}
+    record = record if isinstance(record, dict) else {}
+    metrics = read_json(run_dir / "metrics.json")
+    if record.get("status") == "completed" and (problem := metrics_problem(metrics)):
+        return {"status": "unreadable", "error": f"{problem}; 'make continue' writes it again from the run's checkpoint"}
+    final = metrics.get("final") if isinstance(metrics, dict) and isinstance(metrics.get("final"), dict) else {}
     return {"status": record.get("status", "pending"), "error": record.get("error"), **final}
 
 
 def load_runs(matrix_dir: str | os.PathLike) -> list[dict]:
-    """Every run's metrics.json in a matrix directory that has at least one history entry."""
+    """Every run's metrics.json in a matrix directory that has at least one history entry.
+
+    One that cannot be read (it does not parse, or its final block lacks what
+    the readers need: `metrics_problem`) is left out with a line on stderr.
+    """
     runs = []
     for path in sorted(Path(matrix_dir).glob("*/metrics.json")):
         m = read_json(path)
-        if m and m.get("history"):
+        problem = "metrics.json does not parse" if m is None else metrics_problem(m) if "final" in m else None
+        if problem:
+            print(f"note: {path.parent.name} left out: {problem}", file=sys.stderr)
+        elif m.get("history"):
             runs.append(m)
     return runs
 

@@ -6,12 +6,13 @@ sits on a `Run`, in this order:
     with Run(args, model="lenet5", dataset="digits", unit="epoch", goal=ACCURACY) as run:
         generator = run.seed(offset)          # --seed + offset; the generator's state is checkpointed
         ... model, optimizer ...
-        length = run.extend_budget(length)    # --budget-extension, recorded in run.json
+        length = run.extend_budget(length)    # --finetune-length-percent, --budget-extension; in run.json
         ... scheduler, pruner ...
-        run.attach(model, optimizer, scheduler, pruner)
+        run.attach(model, optimizer, scheduler, pruner)   # --init-from: the parent's weights
         position = run.resume()               # {} or the checkpoint (the loop reads its own fields)
-        run.start()                           # run.json "running", memory monitor, trackers
+        run.start()                           # run.json "running", memory monitor, trackers; one-shot masks
         train_net, eval_net = run.wrap(model)
+        run.before_training(evaluate)         # a fine-tuning run: one evaluation before its first step
         ... train: run.autocast(), run.scaler, optimizer_step() ...
         run.evaluated(entry, **fields)        # after every evaluation
         return run.finish(results)            # metrics.json's final block, run.json "completed"
@@ -53,6 +54,20 @@ What it owns:
   naming the step.
 - run.json also records the torch threads and CUDA_VISIBLE_DEVICES the run
   had (`threads`, `visible_devices`: None when unset), as the runner set them.
+- Fine-tuning (`--init-from PATH`, a best.pt or checkpoint.pt of a completed
+  run: its run.json says "completed", else one line and nothing is written):
+  the run is that run's child. `attach` loads the parent's weights (not on
+  --resume with a checkpoint of its own: a resumed child never reads its
+  parent again); `--finetune-lr-percent` scales --lr as the Run is made,
+  `--finetune-length-percent` the length in `extend_budget`; run.json
+  records `parent` {run_id, path} and `finetune` (the shares, the lengths and
+  learning rates before and after); metrics.json's header `parent`.
+- A schedule at its target from step 0 (`--pruning-schedule oneshot`):
+  `start` sets the masks at the target and zeroes the pruned weights before
+  the first optimizer step, from the weights it starts with. A fine-tuning
+  run's loop then calls `before_training(evaluate)` once: the model right
+  after pruning, before any fine-tuning, is the final block's
+  `pruned_before_finetune` (kept in checkpoint.pt across a resume).
 
 `optimizer_step()` is the one order of the hooks after backward, for every
 loop: unscale (fp16) -> pruner.mask_gradients -> clip -> optimizer step ->
@@ -75,9 +90,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from lib import checkpoint, distributed, monitor, pruning, tracking
+from lib import checkpoint, distributed, fs_errors, monitor, pruning, tracking
 from lib.data import DatasetMissing
-from lib.results import SCHEMA, RunRecord, write_json
+from lib.results import RUNNER_ENV, SCHEMA, RunRecord, read_json, write_json
 
 BUNDLE = 2  # checkpoint.pt layout; a checkpoint without it was written before the one lifecycle
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,6 +102,10 @@ UNIT_WORDS = {"epoch": ("epoch", "epochs"), "iter": ("iteration", "iterations")}
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # stop at the next optimizer step, with a checkpoint of it
 _stop_signal = 0  # the last stop signal received (0: none); set by the handler `execute` installs
+# The runner names itself to its trainers (RUNNER_ENV); a trainer whose runner died (SIGKILL, a lost terminal)
+# stops as on SIGTERM, with a checkpoint, rather than training on unwatched. Watched only when the runner is
+# the parent (not under torchrun, whose workers' parent is the agent).
+_runner = 0  # the runner this process watches (0: none)
 
 
 class TrainingDiverged(Exception):
@@ -111,6 +130,24 @@ class Stopped(Exception):
         super().__init__(message)
         self.signum = signum
         self.exit_code = stop_exit_code(signum)
+
+
+def parent_of(init_from: str) -> dict:
+    """{"run_id", "path"} of the completed run whose checkpoint `init_from` (its best.pt) names.
+
+    ValueError with one line when that run is not completed (its run.json
+    says otherwise, or there is none) or the file is missing; nothing is read
+    or written besides.
+    """
+    path = Path(init_from)
+    record = read_json(path.parent / "run.json") or {}
+    name = record.get("run_id") or path.parent.name
+    status = record.get("status") or "no run.json"
+    if status != "completed":
+        raise ValueError(f"parent run {name} is not completed (status: {status}); finish it first")
+    if not path.is_file():
+        raise ValueError(f"parent run {name} has no {path.name} ({path}); fine-tuning starts from a completed run's best.pt")
+    return {"run_id": name, "path": str(path.parent), "checkpoint": path.name}
 
 
 # Errors whose message already says what is wrong and what to do.
@@ -202,6 +239,15 @@ class Run:
             raise ValueError(f"unknown run unit {unit!r}; valid: {', '.join(UNIT_WORDS)}")
         self.args, self.model_name, self.dataset, self.unit, self.goal = args, model, dataset, unit, goal
         self.out = Path(args.output_dir)
+        self.resuming = bool(args.resume and (self.out / "checkpoint.pt").exists())
+        # A fine-tuning run: its parent (refused here, before anything is written, unless it completed) and shares.
+        self.parent = parent_of(args.init_from) if args.init_from and not self.resuming else None
+        self.finetune: dict | None = None
+        if args.init_from:
+            base_lr = getattr(args, "finetune_base_lr", args.lr)  # the configured --lr, also when args is reused
+            args.finetune_base_lr, args.lr = base_lr, base_lr * args.finetune_lr_percent / 100
+            self.finetune = {"lr_percent": args.finetune_lr_percent, "base_lr": base_lr, "lr": args.lr,
+                             "length_percent": args.finetune_length_percent}
         device = resolve_device(args.device)
         self.ctx = distributed.setup(device.type)
         try:
@@ -219,6 +265,8 @@ class Run:
         self.model = self.optimizer = self.scheduler = self.pruner = None
         self.include_tied_head, self.best_extra, self.fixed = False, {}, {}
         self.history: list[dict] = []
+        self.before_finetune: dict | None = None  # `before_training`'s evaluation
+        self.bench_pending = False  # --bench-inference: set by finish(), run by __exit__
         self.best = {"value": None, "at": None}
         self.elapsed_before = 0.0  # seconds of earlier attempts
         self.metrics: dict = {}
@@ -254,6 +302,9 @@ class Run:
                     print(f"warning: could not close the memory monitor or trackers: {e}", file=sys.stderr)
         finally:
             distributed.teardown(self.ctx)
+        if exc_type is None and self.bench_pending:  # --bench-inference, outside any process group
+            from lib import inference
+            inference.after_run(self.out, self.device)
         return False
 
     # -- building -----------------------------------------------------------------------
@@ -263,7 +314,15 @@ class Run:
         return self.generator
 
     def extend_budget(self, length: int) -> int:
-        """`length` (epochs or iterations) lengthened by --budget-extension %; run.json records it."""
+        """`length` (epochs or iterations): a fine-tuning run's share of it (--finetune-length-percent, at least 1),
+        lengthened by --budget-extension %; run.json records both."""
+        if self.finetune is not None:
+            trained = max(1, int(length * self.finetune["length_percent"] / 100 + 0.5))
+            self.finetune.update(unit=f"{self.unit}s", base=length, trained=trained)
+            if self.is_main:
+                print(f"fine-tuning for {self.finetune['length_percent']:g}% of {length} {UNIT_WORDS[self.unit][1]}: "
+                      f"{trained}, at {self.finetune['lr_percent']:g}% of the learning rate: {self.finetune['lr']:g}", flush=True)
+            length = trained
         self.budget = pruning.budget_record(length, self.args.budget_extension, f"{self.unit}s")
         if self.budget["trained"] != length and self.is_main:
             print(f"training budget extended by {self.budget['extension_percent']:g}%: "
@@ -275,6 +334,19 @@ class Run:
         self.model, self.optimizer, self.scheduler, self.pruner = model, optimizer, scheduler, pruner
         self.include_tied_head = include_tied_head  # GPT-2: sparsity reported over the tied head too when it is pruned
         self.best_extra = dict(best_extra or {})  # more fields for best.pt (GPT-2: the model config)
+        if self.parent is not None:  # a fine-tuning run that starts afresh: its parent's weights
+            self._load_parent()
+
+    def _load_parent(self) -> None:
+        path = Path(self.parent["path"]) / self.parent["checkpoint"]
+        state = checkpoint.load(path, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as e:
+            detail = " ".join(str(e).split())
+            raise ValueError(f"--init-from {path}: its weights do not fit this run's model ({detail[:300]})") from None
+        if self.is_main:
+            print(f"starting from parent run {self.parent['run_id']} ({path})", flush=True)
 
     def wrap(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
         """(training module, evaluation module): compiled with --compile; the training one DDP-wrapped under torchrun."""
@@ -289,6 +361,18 @@ class Run:
         return autocast(self.device, self.amp)
 
     # -- checkpoints ----------------------------------------------------------------------
+    def _set_aside(self, path: Path, error: checkpoint.CorruptCheckpoint) -> checkpoint.CorruptCheckpoint:
+        """Keep a checkpoint this run cannot resume from under another name (process 0); the error that says so."""
+        if self.world_size > 1:
+            distributed.barrier()  # every process has tried to load it before process 0 renames it
+        if not self.is_main:
+            return error
+        aside = checkpoint.set_aside(path)
+        return checkpoint.CorruptCheckpoint(
+            f"{error}; it cannot be resumed and was kept as {aside.name}. "
+            f"'make continue RESTART_CORRUPT=1' restarts the runs set aside so from the beginning"
+        )
+
     def resume(self, fixed: dict | None = None) -> dict:
         """With --resume and a checkpoint.pt: restore the bundle and return the checkpoint; else {}.
 
@@ -297,14 +381,14 @@ class Run:
         """
         self.fixed = dict(fixed or {})
         path = self.out / "checkpoint.pt"
-        if not (self.args.resume and path.exists()):
+        if not self.resuming:
             return {}
-        state = checkpoint.load(path, map_location=self.device)
-        if state.get("bundle") != BUNDLE:
-            raise checkpoint.CorruptCheckpoint(
-                f"{path} was written by an older version of the harness and cannot be resumed; it was kept. "
-                "Move it aside to restart this run from the beginning."
-            )
+        try:
+            state = checkpoint.load(path, map_location=self.device)
+            if state.get("bundle") != BUNDLE:
+                raise checkpoint.CorruptCheckpoint(f"{path} was written by an older version of the harness")
+        except checkpoint.CorruptCheckpoint as e:
+            raise self._set_aside(path, e) from None
         saved = state["fixed"]
         changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in self.fixed.items() if saved.get(k) != v]
         if changed:
@@ -324,6 +408,7 @@ class Run:
             checkpoint.set_rng_state(ranks[0], self.generator)
             print(f"note: the checkpoint was written by {len(ranks)} process(es); only process 0's RNG state carries over", flush=True)
         self.history, self.best, self.elapsed_before = state["history"], state["best"], state["elapsed_s"]
+        self.before_finetune = state.get("pruned_before_finetune")
         if self.is_main:
             where = state.get("interrupted_at") or f"{UNIT_WORDS[self.unit][0]} {state[self.unit]}"
             print(f"resumed from {path} at {where}", flush=True)
@@ -339,6 +424,7 @@ class Run:
         all-reduce waits for the GPU, they agree only every
         `STOP_CHECK_STEPS` asks (a stop comes minutes before a time limit).
         """
+        _check_runner()
         if not self.distributed:
             return _stop_signal
         self._stop_asks += 1
@@ -378,6 +464,7 @@ class Run:
             "history": self.history,
             "best": self.best,
             "elapsed_s": self.elapsed(),
+            "pruned_before_finetune": self.before_finetune,
             **fields,
         }
 
@@ -394,28 +481,59 @@ class Run:
             "optimizer_base": a.adamwprune_base if a.optimizer == "adamwprune" else None,
             "variant": a.pruning_variant if pruned else None,
             "pruning": a.pruning_method,
+            "granularity": a.pruning_granularity if pruned else None,
             "target_sparsity": a.target_sparsity if pruned else 0.0,
+            "parent": Path(a.init_from).parent.name if a.init_from else None,
             "seed": a.seed,
             **extra,
             "history": self.history,
         }
 
     def start(self, **header) -> None:
-        """The run begins (after `resume`): run.json "running" with its threads and GPUs, monitor and trackers, the clock."""
+        """The run begins (after `resume`): run.json "running" with its threads and GPUs, monitor and trackers, the clock.
+
+        A pruner whose schedule is above zero at step 0 (one-shot) gets its masks
+        now, before the first optimizer step, unless a checkpoint has them.
+        """
         self.metrics = self.header(**header)
         self._started = time.monotonic()
+        p = self.pruner
+        if p is not None and not self.resuming and p.step_count == 0 and p.schedule(0) > p.sparsity:
+            p.update_masks(p.schedule(0))
+            p.apply_masks()
         if not self.is_main:
             return
+        recorded = self.record.data.get("parent")  # a resumed child keeps what its first attempt recorded
         self.record.start(self.out.name, sys.argv, self.args.seed)
         had = {"threads": torch.get_num_threads(), "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         if self.budget is not None and self.budget["extension_percent"]:
             had["budget"] = self.budget
+        if self.args.init_from:
+            path = Path(self.args.init_from)
+            had["parent"] = self.parent or recorded or {"run_id": path.parent.name, "path": str(path.parent), "checkpoint": path.name}
+            had["finetune"] = self.finetune
         self.record.update(**had)
         self.monitor = monitor.for_run(self.args, self.device, self.out)
         self.trackers = tracking.for_run(self.args, model=self.model_name, dataset=self.dataset, run_dir=self.out)
         self.monitor.on_sample = self.trackers.log_memory if self.trackers.trackers else None
         self._open = True
         self._note_warnings()
+
+    def before_training(self, evaluate) -> None:
+        """A fine-tuning run that starts afresh: `evaluate()` (a dict of validation figures) once, before any step.
+
+        With the one-shot schedule that is the parent pruned and not yet
+        fine-tuned; the final block reports it as `pruned_before_finetune`,
+        with the sparsity it had. Call it on every process (DDP evaluates
+        together); other runs, and resumed ones, evaluate nothing here.
+        """
+        if self.parent is None or self.resuming:
+            return
+        figures = evaluate()
+        self.before_finetune = {**figures, "sparsity": self.sparsity()["sparsity_prunable"]}
+        if self.is_main:
+            shown = " ".join(f"{k} {v:.4g}" for k, v in self.before_finetune.items() if isinstance(v, (int, float)))
+            print(f"before fine-tuning: {shown}", flush=True)
 
     def elapsed(self) -> float:
         """Wall-clock seconds of this run, earlier attempts included."""
@@ -474,6 +592,8 @@ class Run:
         }
         if self.pruner is not None:  # scheduled vs achieved sparsity, layer levels, RATIO check; masks and scores kept
             final["pruning"] = {**self.pruner.summary(), "state_bytes": self.pruner.state_bytes()}
+        if self.before_finetune is not None:
+            final["pruned_before_finetune"] = self.before_finetune
         return final
 
     def finish(self, results: dict) -> dict:
@@ -484,6 +604,7 @@ class Run:
             self.trackers.summary(self.metrics["final"])
             self._close(exit_code=0)
             self.record.finish("completed", exit_code=0)
+            self.bench_pending = getattr(self.args, "bench_inference", False)  # benchmarked when the `with` block ends
         return self.metrics
 
     def _note_warnings(self) -> None:
@@ -508,14 +629,24 @@ def _request_stop(signum, frame):
     _stop_signal = signum
 
 
+def _check_runner() -> None:
+    """A runner that is no longer this process's parent has died: ask for a stop as SIGTERM would (once)."""
+    global _runner, _stop_signal
+    if _runner and os.getppid() != _runner:
+        print(f"the runner (pid {_runner}) is gone: stopping with a checkpoint; 'make continue' resumes the run", flush=True)
+        _runner, _stop_signal = 0, _stop_signal or signal.SIGTERM
+
+
 def execute(main, args) -> int:
     """Call a trainer's main(args); turn a failure into a marked run.json and one stderr line; the exit code.
 
     While it runs, SIGUSR1 and SIGTERM ask the loop to stop at its next
     optimizer step (`Run.stop_requested`); SIGINT stays KeyboardInterrupt.
     """
-    global _stop_signal
+    global _stop_signal, _runner
     _stop_signal = 0
+    runner = int(os.environ.get(RUNNER_ENV) or 0)
+    _runner = runner if runner == os.getppid() else 0
     before = {s: signal.signal(s, _request_stop) for s in STOP_SIGNALS}
     try:
         main(args)
@@ -529,6 +660,11 @@ def execute(main, args) -> int:
         print(f"error: {Path(args.output_dir).name}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # every failure is recorded, then reported in one line
+        if fs_errors.is_storage_fault(e):  # the last checkpoint is intact: 'make continue' resumes once it is fixed
+            message = fs_errors.explain(e)
+            _mark(args, "interrupted", fs_errors.EXIT_STORAGE, message)
+            print(f"error: {Path(args.output_dir).name}: {message}", file=sys.stderr)
+            return fs_errors.EXIT_STORAGE
         message = str(e) if isinstance(e, EXPLAINED) else f"{type(e).__name__}: {e}"
         _mark(args, "failed", 1, message)
         print(f"error: {message}", file=sys.stderr)
@@ -539,9 +675,14 @@ def execute(main, args) -> int:
 
 
 def _mark(args, status: str, code: int, message: str) -> None:
+    """Record how the run ended in run.json; when even that cannot be written, it keeps saying "running"
+    and, its claim released, reads as interrupted (`lib.results.live_status`)."""
     if os.environ.get("RANK", "0") != "0":  # under torchrun only process 0 writes run.json
         return
-    record = RunRecord(args.output_dir)
-    if record.data.get("status") != "running":  # the run failed before it started: this attempt is still recorded
-        record.start(Path(args.output_dir).name, sys.argv, args.seed)
-    record.finish(status, exit_code=code, error=message)
+    try:
+        record = RunRecord(args.output_dir)
+        if record.data.get("status") != "running":  # the run failed before it started: this attempt is still recorded
+            record.start(Path(args.output_dir).name, sys.argv, args.seed)
+        record.finish(status, exit_code=code, error=message)
+    except OSError as e:
+        print(f"error: {Path(args.output_dir).name}: its record cannot be written ({fs_errors.explain(e)})", file=sys.stderr)

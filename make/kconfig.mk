@@ -2,7 +2,13 @@
 
 DEFCONFIG ?=
 TRACKER ?=
-TRACKER_ARG = $(if $(TRACKER),--tracker $(TRACKER))
+TRACKER_ARG = $(if $(TRACKER),--tracker $(call shquote,$(TRACKER)))
+# TRACKER= is read when a configuration is made; a run takes .config's trackers, so elsewhere it is an error, not ignored.
+ifeq ($(origin TRACKER)$(MAKELEVEL),command line0)
+ifeq ($(filter defconfig defconfig-% quickstart,$(MAKECMDGOALS)),)
+$(error TRACKER=$(TRACKER) is read only by 'make defconfig[-<name>] TRACKER=...' (and quickstart); a run uses .config's trackers: set them in 'make menuconfig' (Experiment tracking))
+endif
+endif
 
 .PHONY: menuconfig defconfig savedefconfig olddefconfig listnewconfig genconfig
 ## menuconfig: choose models, optimizers, pruning methods and sparsities interactively

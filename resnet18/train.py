@@ -11,7 +11,7 @@ several processes (DDP), --batch-size being the global batch.
 
 import sys
 
-from lib import classifier, cli, data, run
+from lib import classifier, cli, data, inference, run
 
 DATASETS = ("cifar10", "cifar100", "digits")
 OFFLINE_HINT = "or pick the offline handwritten digits (--dataset digits, CONFIG_RESNET18_DATASET_DIGITS)"
@@ -46,12 +46,27 @@ def load(args):
     return loader(args.data_dir, download=not args.no_download, size=args.image_size, offline_hint=OFFLINE_HINT)
 
 
-def main(args):
+def build_model(args, classes: int | None = None):
+    """The model this trainer trains for `args` (`classes`: the dataset's, read from it when None), on the CPU."""
     from resnet18.model import resnet18  # torchvision: imported once the flags are known good
 
+    return resnet18(num_classes=load(args)[2] if classes is None else classes)
+
+
+def example_inputs(args, batch: int):
+    """`batch` validation images, as the model takes them (lib.inference)."""
+    return inference.first_examples(load(args)[1], batch)
+
+
+def quality(model, args, device) -> dict:
+    """Validation accuracy (%) and loss of `model` on --dataset's validation split (lib.inference)."""
+    return inference.classifier_quality(model, load(args)[1], device)
+
+
+def main(args):
     train_set, val_set, classes = load(args)
     train_set = data.limit(train_set, args.train_samples)
-    classifier.fit(args, lambda: resnet18(num_classes=classes), train_set, val_set, model_name="resnet18", dataset=args.dataset)
+    classifier.fit(args, lambda: build_model(args, classes), train_set, val_set, model_name="resnet18", dataset=args.dataset)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ processes (DDP), --batch-size being the global batch.
 import sys
 from pathlib import Path
 
-from lib import classifier, cli, data, run
+from lib import classifier, cli, data, inference, run
 from lib.resnet import STEMS
 
 DATASETS = ("cifar100", "imagefolder", "digits")
@@ -57,12 +57,27 @@ def load(args):
     return data.cifar100(args.data_dir, download=not args.no_download, size=args.image_size, offline_hint=OFFLINE_HINT)
 
 
-def main(args):
+def build_model(args, classes: int | None = None):
+    """The model this trainer trains for `args` (`classes`: the dataset's, read from it when None), on the CPU."""
     from resnet50.model import resnet50  # torchvision: imported once the flags are known good
 
+    return resnet50(num_classes=load(args)[2] if classes is None else classes, stem=args.stem)
+
+
+def example_inputs(args, batch: int):
+    """`batch` validation images, as the model takes them (lib.inference)."""
+    return inference.first_examples(load(args)[1], batch)
+
+
+def quality(model, args, device) -> dict:
+    """Validation accuracy (%) and loss of `model` on --dataset's validation split (lib.inference)."""
+    return inference.classifier_quality(model, load(args)[1], device)
+
+
+def main(args):
     train_set, val_set, classes = load(args)
     train_set = data.limit(train_set, args.train_samples)
-    classifier.fit(args, lambda: resnet50(num_classes=classes, stem=args.stem), train_set, val_set, model_name="resnet50", dataset=args.dataset)
+    classifier.fit(args, lambda: build_model(args, classes), train_set, val_set, model_name="resnet50", dataset=args.dataset)
 
 
 if __name__ == "__main__":

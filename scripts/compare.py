@@ -46,6 +46,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lib import fs_errors  # noqa: E402
 from lib.results import MATRIX_FILE, MatrixError, read_json, results_dir  # noqa: E402
 from scripts import evidence  # noqa: E402
 
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         rows, written = compare(a_dir, b_dir, args.tolerance, args.out)
     except (MatrixError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full matrix directory
+        print(f"error: {fs_errors.explain(e)}", file=sys.stderr)
         return 2
     width = max(len(r.config) for r in rows)
     for r in rows:

@@ -73,6 +73,7 @@ def config_key(run_id: str, seed: int | None) -> str:
 class Config:
     key: str
     runs: list[Run]
+    step: str | None = None  # a GPT-2 ablation step (matrix.json's planned spec; metrics.json does not name it)
 
     @property
     def spec(self) -> dict:
@@ -96,8 +97,15 @@ class Config:
 
     @property
     def method(self) -> str:
-        """"dense", the pruning method, or the state-pruning variant (bitter7)."""
-        return "dense" if self.dense else self.spec.get("variant") or self.pruning
+        """"dense", the pruning method, or the state-pruning variant (bitter7); then a granularity other than
+        element ("magnitude channel", "magnitude 2:4") and "fine-tuned" for a run started from a parent's weights.
+        An ablation step's run: the step ("mla"), followed by its variant when it prunes ("ratio bitter9")."""
+        if self.step is not None:
+            return self.step if self.dense else f"{self.step} {self.spec.get('variant') or self.pruning}"
+        name = "dense" if self.dense else self.spec.get("variant") or self.pruning
+        if self.spec.get("granularity") not in (None, "element"):
+            name += f" {self.spec['granularity']}"
+        return f"{name} fine-tuned" if self.spec.get("parent") else name
 
     @property
     def sparsity(self) -> float:
@@ -279,7 +287,9 @@ class Matrix:
             groups.setdefault(config_key(run.run_id, run.seed), []).append(run)
         order = {key: i for i, key in enumerate(self.planned_configs())}
         keys = sorted(groups, key=lambda k: (order.get(k, len(order)), k))
-        return [Config(k, sorted(groups[k], key=lambda r: (r.seed is None, r.seed))) for k in keys]
+        steps = {config_key(r["run_id"], r.get("spec", {}).get("seed")): r.get("spec", {}).get("step")
+                 for r in self.meta.get("runs", [])}
+        return [Config(k, sorted(groups[k], key=lambda r: (r.seed is None, r.seed)), steps.get(k)) for k in keys]
 
     def planned_configs(self) -> dict[str, str]:
         """Configuration key -> model of matrix.json's planned runs, in order."""

@@ -2,10 +2,12 @@
 
 Each figure function draws into a file and returns True, or returns False
 and writes nothing when the matrix has nothing for it to show (no pruned run,
-no memory.json, no recorded figure). `FIGURES` lists them in report order
-with what each shows. Seeds are aggregated: a line is the mean with a band of
-one standard deviation, a bar or point the mean with a one-standard-deviation
-error bar, and every label says how many runs (n) it holds.
+no memory.json, no recorded figure, no inference benchmark). `FIGURES`
+lists them in report order with what each shows. Seeds are aggregated: a
+line is the mean with a band of one standard deviation, a bar or point the
+mean with a one-standard-deviation error bar, and every label says how many
+runs (n) it holds; the inference figure alone shows every run's own
+measurement (speed-ups are side by side within a run, not across runs).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from scripts.evidence import Config, Matrix, Quality, curve, resampled, stat  # noqa: E402
@@ -410,6 +413,57 @@ def efficiency(matrix: Matrix, model: str, q: Quality, path: Path) -> bool:
     return _save(fig, path)
 
 
+# -- inference ---------------------------------------------------------------------------------------------------
+VARIANT_MARKERS = {"dense": "o", "pruned": "s", "compact": "^", "pruned_fp16": "v", "sparse_2:4": "D"}
+
+
+def _inference_points(matrix: Matrix, model: str, q: Quality) -> list[tuple[Config, str, dict, float]]:
+    """(configuration, variant, its record, speed-up over the run's dense model at batch 1) of every measured variant."""
+    points = []
+    for c in matrix.configs(model):
+        for r in c.runs:
+            for name, v in ((r.metrics.get("inference") or {}).get("variants") or {}).items():
+                speed = 1.0 if name == "dense" else v.get("speedup")
+                if "unsupported" not in v and speed is not None and (v.get("quality") or {}).get(q.final) is not None:
+                    points.append((c, name, v, speed))
+    return points
+
+
+def inference(matrix: Matrix, model: str, q: Quality, path: Path) -> bool:
+    """Speed-up at batch 1 and size on disk against quality, a point per benchmarked run and variant (lib/inference.py)."""
+    points = _inference_points(matrix, model, q)
+    if not points:
+        return False
+    fig, (speed_ax, size_ax) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    points.sort(key=lambda p: p[1] != "dense")  # the dense models first, each a little smaller: every run's shows
+    dense = sum(p[1] == "dense" for p in points)
+    for i, (c, name, v, speed) in enumerate(points):
+        colour, marker, y = matrix.styles.of(c)["color"], VARIANT_MARKERS.get(name, "o"), v["quality"][q.final]
+        size = 11 - 5 * i / dense if name == "dense" else 8
+        speed_ax.plot(speed, y, linestyle="none", marker=marker, color=colour, markersize=size, markeredgecolor="black",
+                      markeredgewidth=0.5)
+        stored, packed = v["size_bytes"] / 2**20, v["compressed_bytes"] / 2**20
+        size_ax.plot([packed, stored], [y, y], color=colour, linewidth=0.8, alpha=0.6)
+        size_ax.plot(stored, y, linestyle="none", marker=marker, color=colour, markersize=size, markeredgecolor="black",
+                     markeredgewidth=0.5)
+        size_ax.plot(packed, y, linestyle="none", marker=marker, markerfacecolor="none", markeredgecolor=colour, markersize=size)
+    speed_ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    speed_ax.set_xlabel("speed-up over the dense model at batch 1 (its median latency / the variant's)")
+    size_ax.set_xlabel("size on disk (MiB; filled: torch.save, hollow: zlib-compressed)")
+    speed_ax.set_ylabel(f"{q.label} at inference")
+    for ax in (speed_ax, size_ax):
+        ax.grid(alpha=0.3)
+    configs = list({c.key: c for c, *_ in points}.values())
+    runs = [Line2D([], [], color=matrix.styles.of(c)["color"], marker="s", linestyle="none", label=c.label) for c in configs]
+    shown = list(dict.fromkeys(name for _, name, *_ in points))
+    kinds = [Line2D([], [], color="grey", marker=VARIANT_MARKERS.get(n, "o"), linestyle="none", label=n) for n in shown]
+    fig.legend(handles=runs, fontsize=7, title="the run's configuration", title_fontsize=7, loc="upper left",
+               bbox_to_anchor=(1.0, 0.95))
+    fig.legend(handles=kinds, fontsize=7, title="variant", title_fontsize=7, loc="lower left", bbox_to_anchor=(1.0, 0.05))
+    fig.suptitle(f"{model}: what pruning buys at inference (one point per run and variant)")
+    return _save(fig, path)
+
+
 # name -> (function, what it shows); the report embeds them in this order
 FIGURES = {
     "curves": (curves, "validation quality over training, a panel per target sparsity"),
@@ -423,6 +477,7 @@ FIGURES = {
     "state_bytes": (state_bytes, "optimizer and pruning state bytes per parameter, per method"),
     "time": (training_time, "training time and throughput per configuration"),
     "efficiency": (efficiency, "quality per unit of memory and of training time"),
+    "inference": (inference, "speed-up at batch 1 and size on disk against quality at inference, a point per run and variant"),
 }
 
 

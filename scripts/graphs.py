@@ -19,10 +19,12 @@ each model, the figures that have something to show into DIR/graphs/:
   <model>_state_bytes.png         optimizer and pruning state bytes per parameter, per method
   <model>_time.png                training time and throughput per configuration
   <model>_efficiency.png          quality per unit of memory and of training time
+  <model>_inference.png           speed-up and size on disk against quality at inference (runs benchmarked
+                                  by make bench-inference or --bench-inference)
 
 and DIR/report.md: per model a table over its configurations (mean ± std
 over seeds, the difference to the baseline, memory, time, throughput), the
-figures, the provenance and every run. Nothing outside DIR is written.
+inference benchmarks, the figures, the provenance and every run. Nothing outside DIR is written.
 docs/graphs.md says how seeds are aggregated and how series are styled.
 
 Publishing copies the figures a person chose, DIR/graphs/<model>_<name>.png,
@@ -37,6 +39,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from lib import fs_errors
 from lib.results import MatrixError, open_matrix
 from scripts import evidence, figures, report
 
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             raise MatrixError(f"{matrix_dir} has no run with metrics yet; nothing to draw")
     except (MatrixError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full matrix directory
+        print(f"error: {fs_errors.explain(e)}", file=sys.stderr)
         return 2
     return 0
 

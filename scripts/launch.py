@@ -20,8 +20,13 @@ A trainer starts one of two ways:
 - a fresh `python -m <model>.train` process (GPU runs, DDP under torchrun,
   and every Slurm task).
 
-`Pool` runs up to JOBS runs at once: a failed run never stops the others;
-with `fail_fast` no new run starts after the first failure. SIGTERM to the
+`Pool` runs up to JOBS runs at once, in order as slots free up: a failed
+run never stops the others; with `fail_fast` no new run starts after the
+first failure. A fine-tuning run (`spec.parent`) starts only once its parent
+completed: while the parent is queued or running, the runs after it go
+first; a parent that will not run in this pool (failed, interrupted, left
+out) leaves the child unstarted ("skipped: parent <id> failed") and `make
+continue` runs it once the parent completes. SIGTERM to the
 runner reaches every running trainer, which checkpoints its exact position
 and stops (`make continue` resumes it); Ctrl-C interrupts them. `run_one`
 runs a single run to its end (the Slurm task's entry point).
@@ -38,8 +43,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib import matrix
-from lib.results import MatrixError, RunRecord, claim, describe, is_done
+from lib import fs_errors, matrix
+from lib.atomic import remove_partial
+from lib.results import RUNNER_ENV, MatrixError, RunRecord, claim, describe, is_done
 
 REPO = Path(__file__).resolve().parent.parent
 GPUS_ENV = "MATRIX_GPUS"  # overrides the GPU list the runner sees: "0,1" (ids, real or not), "" for none
@@ -207,6 +213,7 @@ class Trainer:
     proc: subprocess.Popen | None = None
     code: int | None = None
     signals: list[int] = field(default_factory=list)
+    attempts_before: int = 0  # run.json's attempt count when it started: a trainer that never recorded its own is counted by `settle`
 
     def poll(self) -> int | None:
         if self.code is None:
@@ -234,13 +241,15 @@ def start(run: dict, resume: bool, slot: Slot, claim_fd: int, *, fork: bool, oth
     """
     argv = list(run["argv"]) + (["--resume"] if resume else [])
     run_dir = run_dir_of(run)
+    remove_partial(run_dir)  # leftovers of writes a kill interrupted; the claim makes this the only writer
     rotate_log(run_dir)
-    env = slot.env()
+    env = {**slot.env(), RUNNER_ENV: str(os.getpid())}  # a trainer whose runner dies stops with a checkpoint
+    attempts = int(RunRecord(run_dir).data.get("attempt") or 0)
     with open(run_dir / "train.log", "w") as log:
         if not fork:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **env},
                                     pass_fds=(claim_fd,))
-            return Trainer(run, slot, claim_fd, proc.pid, proc)
+            return Trainer(run, slot, claim_fd, proc.pid, proc, attempts_before=attempts)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -248,7 +257,7 @@ def start(run: dict, resume: bool, slot: Slot, claim_fd: int, *, fork: bool, oth
             for fd in others:
                 os.close(fd)
             _forked_trainer(run["spec"]["model"], argv[3:], env, slot.threads, log.fileno())
-    return Trainer(run, slot, claim_fd, pid)
+    return Trainer(run, slot, claim_fd, pid, attempts_before=attempts)
 
 
 def _forked_trainer(model: str, args: list[str], env: dict, threads: int, log_fd: int) -> None:
@@ -285,12 +294,16 @@ def settle(trainer: Trainer) -> str:
     run_dir = run_dir_of(run)
     record = RunRecord(run_dir)
     try:
-        if code and record.data.get("status") in (None, "running"):
-            if not record.data:
+        unrecorded = int(record.data.get("attempt") or 0) == trainer.attempts_before  # it died before writing its start
+        if code and (unrecorded or record.data.get("status") in (None, "running")):
+            if unrecorded:  # still an attempt: counted, and its end recorded
                 record.start(run["run_id"], run["argv"], run["spec"]["seed"])
-            status = "interrupted" if code < 0 or code in (130, 143) else "failed"
+            status = "interrupted" if code < 0 or code in (130, 143, fs_errors.EXIT_STORAGE) else "failed"
             record.finish(status, exit_code=code, error=last_line(run_dir / "train.log") or f"exit status {code}")
         return record.data.get("status", "failed")
+    except OSError as e:  # run.json cannot be written (a full disk): it reads as interrupted once the claim is released
+        print(f"error: {run['run_id']}: its record cannot be written ({fs_errors.explain(e)})", file=sys.stderr, flush=True)
+        return "interrupted"
     finally:
         os.close(trainer.claim_fd)
 
@@ -305,15 +318,15 @@ class Pool:
         self.failed = self.terminated = False
 
     def run(self, runs: list[dict]) -> None:
-        """Execute `runs` (in order, as slots free up); returns when all started ones have ended."""
+        """Execute `runs` (in order, as slots free up, children after their parents); returns when all started ones have ended."""
         queue = list(runs)
         if self.fork:
             preload(queue)
         previous = signal.signal(signal.SIGTERM, self._terminate)
         try:
             while queue or self.running:
-                while queue and self.free and not self.stopped:
-                    self._start(queue.pop(0))
+                while self.free and not self.stopped and (run := self._next(queue)) is not None:
+                    self._start(run)
                 if self.stopped and not self.running:
                     break
                 self._wait()
@@ -328,6 +341,25 @@ class Pool:
         why = "not started: the runner was told to stop" if self.terminated else "not started: FAIL_FAST after a failure"
         for run in queue:
             self.display.skipped(run, describe(run_dir_of(run)), why)
+
+    def _next(self, queue: list[dict]) -> dict | None:
+        """Take the first run of `queue` that may start now: no parent, or a completed one.
+
+        A child whose parent is queued or running waits in place; one whose
+        parent will not run here leaves the queue, reported skipped.
+        """
+        waiting = {r["run_id"] for r in queue} | {t.run["run_id"] for t in self.running.values()}
+        for run in list(queue):
+            parent = run["spec"].get("parent")
+            if parent is None or is_done(run_dir_of(run).parent / parent):
+                queue.remove(run)
+                return run
+            if parent not in waiting:
+                queue.remove(run)
+                status = describe(run_dir_of(run).parent / parent)["status"]
+                why = f"skipped: parent {parent} " + ("failed" if status == "failed" else f"is not completed ({status})")
+                self.display.skipped(run, describe(run_dir_of(run)), why)
+        return None
 
     @property
     def stopped(self) -> bool:

@@ -29,7 +29,11 @@ SLURM_*, may change).
 
 `status` shows each run's record; one whose run.json says "running" while
 no process holds its claim is "interrupted (runner gone)": it was killed,
-and `continue` resumes it. On Slurm each line adds its task's state.
+and `continue` resumes it. A fine-tuning run not started yet says which
+parent it waits for. On Slurm each line adds its task's state. `dry-run`
+prints each run's complete command line, shell-quoted (`<id>` in the output
+directory stands for the matrix id a run gets), fine-tuning runs after every
+other run, each with its parent.
 
 Only one runner works in a results directory at a time (a lock file), and
 one process executes a run (its claim).
@@ -38,9 +42,13 @@ one process executes a run (its claim).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
+import io
 import os
 import platform
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,9 +56,11 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from lib import config, matrix
+from lib import config, fs_errors, matrix
+from lib.atomic import atomic_open, remove_partial
 from lib.results import (
-    MATRIX_FILE, SCHEMA, MatrixError, claimed, describe, is_done, live_status, lock, now, open_matrix, read_json, write_json,
+    MATRIX_FILE, SCHEMA, MatrixError, claimed, describe, is_done, live_status, lock, now, open_matrix, read_json,
+    set_aside_checkpoint, write_json,
 )
 from scripts import launch
 from scripts.progress import Display, progress_line
@@ -70,6 +80,32 @@ def plan(values: dict, matrix_dir: Path, overrides: dict) -> list[dict]:
         }
         for spec in matrix.expand(values)
     ]
+
+
+def check_flags(values: dict, runs: list[dict]) -> None:
+    """Every run's command line passes its trainer's own parser and checks, so a bad value stops the plan, not a run."""
+    import importlib
+
+    previous = os.environ.get("WORLD_SIZE")
+    os.environ["WORLD_SIZE"] = str(matrix.processes(values))  # a trainer checks how its work splits over processes
+    try:
+        for run in runs:
+            argv, model = run["argv"], run["spec"]["model"]
+            flags = argv[argv.index(f"{model}.train") + 1 :]
+            trainer = importlib.import_module(f"{model}.train")
+            err = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(err):
+                    trainer.parse_args(flags[1:] if flags[:1] == ["--"] else flags)
+            except SystemExit:
+                said = [line for line in err.getvalue().splitlines() if line.strip()]
+                reason = said[-1].split(" error: ", 1)[-1] if said else "its trainer refused the flags"
+                raise MatrixError(f"{run['run_id']}: {reason} (no run was started)") from None
+    finally:
+        if previous is None:
+            os.environ.pop("WORLD_SIZE", None)
+        else:
+            os.environ["WORLD_SIZE"] = previous
 
 
 def check_baseline(values: dict, runs: list[dict]) -> None:
@@ -130,7 +166,8 @@ def finish(matrix_dir: Path, meta: dict, runs: list[dict]) -> int:
     from scripts import report  # here, so that status and dry-run do not load numpy and scipy
 
     table = report.table(matrix_dir)
-    (matrix_dir / "summary.md").write_text(f"# Matrix {meta['id']}\n\n{table}\n")
+    with atomic_open(matrix_dir / "summary.md") as f:
+        f.write(f"# Matrix {meta['id']}\n\n{table}\n")
     print(f"\n{table}\n\nresults: {matrix_dir}")
     if meta["config"].get("MATRIX_AUTO_GRAPHS"):
         from scripts import graphs  # here, so that status and dry-run do not load matplotlib
@@ -172,18 +209,24 @@ def selected(runs: list[dict], only: str | None) -> list[dict]:
 
 
 def unfinished(matrix_dir: Path, runs: list[dict], chosen: list[dict], display, retry_failed: bool,
-         busy: set[str] = frozenset()) -> list[dict]:
-    """The runs of `chosen` (ONLY's pick of `runs`) still to execute; the display hears why each other run is left alone."""
+         busy: set[str] = frozenset(), restart_corrupt: bool = False) -> list[dict]:
+    """The runs of `chosen` (ONLY's pick of `runs`) still to execute; the display hears why each other run is left alone.
+
+    A failed run is retried with `retry_failed`, or with `restart_corrupt` when
+    it failed because its checkpoint was corrupt (set aside: it starts over).
+    """
     out = []
     for run in runs:
         run_dir = matrix_dir / run["run_id"]
         info = describe(run_dir)
+        corrupt = info["status"] == "failed" and set_aside_checkpoint(run_dir)
         if run not in chosen:
             display.skipped(run, info, "not in ONLY")
         elif is_done(run_dir):
             display.skipped(run, info, "kept")
-        elif info["status"] == "failed" and not retry_failed:
-            display.skipped(run, info, "RETRY_FAILED=1 retries it")
+        elif info["status"] == "failed" and not retry_failed and not (restart_corrupt and corrupt):
+            display.skipped(run, info, "its checkpoint was corrupt and set aside: RESTART_CORRUPT=1 restarts it"
+                            if corrupt else "RETRY_FAILED=1 retries it")
         elif run["run_id"] in busy or claimed(run_dir):
             display.skipped(run, info, "already running")
         else:
@@ -192,7 +235,7 @@ def unfinished(matrix_dir: Path, runs: list[dict], chosen: list[dict], display, 
 
 
 def run_all(matrix_dir: Path, meta: dict, where: tuple[str, object], *, only: str | None = None,
-            retry_failed: bool = False, fail_fast: bool = False) -> int:
+            retry_failed: bool = False, fail_fast: bool = False, restart_corrupt: bool = False) -> int:
     """Execute the matrix's unfinished runs (those `only` selects) where `execution()` said; locally, then the summary."""
     scheduler, setting = where
     runs = selected(meta["runs"], only)
@@ -200,11 +243,11 @@ def run_all(matrix_dir: Path, meta: dict, where: tuple[str, object], *, only: st
         from scripts import slurm
 
         display = Display(matrix_dir, meta["runs"], live=False)
-        pending = unfinished(matrix_dir, meta["runs"], runs, display, retry_failed, slurm.active(matrix_dir))
+        pending = unfinished(matrix_dir, meta["runs"], runs, display, retry_failed, slurm.active(matrix_dir), restart_corrupt)
         return slurm.submit(matrix_dir, meta, [r["run_id"] for r in pending], setting) if pending else 0
     display = Display(matrix_dir, meta["runs"])
     try:
-        pending = unfinished(matrix_dir, meta["runs"], runs, display, retry_failed)
+        pending = unfinished(matrix_dir, meta["runs"], runs, display, retry_failed, restart_corrupt=restart_corrupt)
         fork = not any(s.gpus for s in setting) and os.environ.get(launch.FORK_ENV) != "0"
         print(f"{len(pending)} to run, {len(setting)} at once ({setting[0].describe()} each)", flush=True)
         launch.Pool(setting, display, fail_fast=fail_fast, fork=fork).run(pending)
@@ -215,7 +258,18 @@ def run_all(matrix_dir: Path, meta: dict, where: tuple[str, object], *, only: st
 
 # -- commands -------------------------------------------------------------------
 def overrides_from(args) -> dict:
-    return {"--epochs": args.epochs} if getattr(args, "epochs", None) else {}
+    return {"--epochs": args.epochs} if getattr(args, "epochs", None) is not None else {}
+
+
+def positive_int(text: str) -> int:
+    """An override that counts something (EPOCHS): a whole number >= 1, refused before any run starts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def execution_symbol(name: str) -> bool:
@@ -235,6 +289,7 @@ def cmd_run(args) -> int:
         runs = plan(values, matrix_dir, overrides)
         selected(runs, args.only)
         check_baseline(values, runs)
+        check_flags(values, runs)
         where = execution(args, values)  # bad input stops here, before the matrix directory exists
         matrix_dir.mkdir(parents=True)
         meta = {
@@ -249,7 +304,11 @@ def cmd_run(args) -> int:
             **provenance(matrix_dir),
             "runs": runs,
         }
-        write_json(matrix_dir / MATRIX_FILE, meta)
+        try:
+            write_json(matrix_dir / MATRIX_FILE, meta)
+        except OSError:  # a full or read-only disk: leave no matrix directory without its matrix.json behind
+            shutil.rmtree(matrix_dir, ignore_errors=True)
+            raise
         print(f"matrix {matrix_id}: {len(runs)} runs -> {matrix_dir}", flush=True)
         return run_all(matrix_dir, meta, where, only=args.only, retry_failed=args.retry_failed, fail_fast=args.fail_fast)
 
@@ -275,8 +334,10 @@ def cmd_continue(args) -> int:
     selected(meta["runs"], args.only)
     where = execution(args, values)
     with lock(matrix_dir.parent, meta["id"]):
+        remove_partial(matrix_dir)  # matrix.json's leftovers; each run's own are removed when it starts
         print(f"continuing matrix {meta['id']} ({len(meta['runs'])} runs)", flush=True)
-        return run_all(matrix_dir, meta, where, only=args.only, retry_failed=args.retry_failed, fail_fast=args.fail_fast)
+        return run_all(matrix_dir, meta, where, only=args.only, retry_failed=args.retry_failed, fail_fast=args.fail_fast,
+                       restart_corrupt=args.restart_corrupt)
 
 
 def cmd_status(args) -> int:
@@ -291,13 +352,23 @@ def cmd_status(args) -> int:
             print(f"note: no Slurm states ({e})")
     print(f"matrix {meta['id']} ({matrix_dir})")
     runs = selected(meta["runs"], args.only)
+    unreadable = []
     for run in runs:
         run_dir = matrix_dir / run["run_id"]
         info = describe(run_dir)
         info["status"] = live_status(info, claimed(run_dir))
+        if info["status"] == "unreadable":
+            unreadable.append(run["run_id"])
+        parent = run["spec"].get("parent")
+        if info["status"] == "pending" and parent and not is_done(matrix_dir / parent):
+            info["error"] = f"waits for parent {parent} ({live_status(describe(matrix_dir / parent), claimed(matrix_dir / parent))})"
         line = progress_line(meta["runs"].index(run) + 1, len(meta["runs"]), run, info)
         state = slurm_states.get(run["run_id"])
         print(f"{line}  [slurm: {state.lower()}]" if state else line)
+    if unreadable:  # every other run was shown; the exit status says that a file needs 'make continue'
+        print(f"error: {len(unreadable)} run(s) with unreadable files: {', '.join(unreadable)}; "
+              "'make continue' writes them again from their checkpoints", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -313,8 +384,10 @@ def cmd_cancel(args) -> int:
 def cmd_dry_run(args) -> int:
     values = config.load(os.environ.get("KCONFIG_CONFIG", ".config"))
     runs = plan(values, Path(values["RESULTS_DIR"] or "results") / "<id>", overrides_from(args))
+    check_flags(values, runs)
     for run in runs:
-        print(f"{run['run_id']}\n    {' '.join(run['argv'][1:])}")
+        parent = run["spec"].get("parent")
+        print(f"{run['run_id']}{f'  (after {parent})' if parent else ''}\n    {shlex.join(run['argv'])}")
     print(f"{len(runs)} runs")
     return 0
 
@@ -326,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cancel": cmd_cancel}
     parsers = {name: sub.add_parser(name) for name in commands}
     for name in ("run", "dry-run"):
-        parsers[name].add_argument("--epochs", type=int, help="override every model's epochs (make EPOCHS=N)")
+        parsers[name].add_argument("--epochs", type=positive_int, help="override every model's epochs (make EPOCHS=N, N >= 1)")
     for name in ("continue", "status", "cancel"):
         parsers[name].add_argument("--results", help="matrix directory (default: the newest under the results directory)")
     for name in ("run", "continue"):
@@ -337,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--fail-fast", action="store_true", help="start no new run after the first failure (make FAIL_FAST=1)")
         s.add_argument("--retry-failed", action="store_true", default=False,
                        help="rerun failed runs (make RETRY_FAILED=1)" if name == "continue" else argparse.SUPPRESS)
+    parsers["continue"].add_argument("--restart-corrupt", action="store_true",
+                                     help="restart from the beginning the runs whose checkpoint was corrupt (set aside; make RESTART_CORRUPT=1)")
     for name in ("run", "continue", "status"):
         parsers[name].add_argument("--only", help="only the run ids matching this glob (make ONLY='*_adamw_*')")
     args = p.parse_args(argv)
@@ -344,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except (config.ConfigError, MatrixError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only, full or unreadable results directory
+        print(f"error: {fs_errors.explain(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: 'make continue' resumes the matrix", file=sys.stderr)

@@ -104,6 +104,7 @@ class Display:
         self.running: dict[str, Running] = {}
         self.workers = 0  # the most runs seen in flight at once
         self.paces: dict[str, float] = {}  # run id -> seconds per unit it showed
+        self.warned: set[str] = set()  # kinds of run warnings already said
         self.startups: list[float] = []
         self.earlier: dict[str, estimate.Pace | None] = {}  # model -> pace of earlier matrices on this host
         self.lengths: dict[str, tuple[str, int] | None] = {}  # run id -> (unit, units)
@@ -150,8 +151,17 @@ class Display:
             clock = info["train_time_s"] - went.elapsed_before
             self.startups.append(max(0.0, time.monotonic() - went.began - clock))
         self._print(self._line(run, info))
+        self._warnings(run_id)
         if not self.live and (self.running or self.count("left")):
             self._print(f"  {self.summary()}")
+
+    def _warnings(self, run_id: str) -> None:
+        """A run's tracker and monitor warnings (run.json), each kind said once per matrix (the runs' own logs have them all)."""
+        for warning in (read_json(self.matrix_dir / run_id / "run.json") or {}).get("warnings") or []:
+            kind = warning.split(" (", 1)[0]  # "tracking: wandb failed in start": the details differ from run to run
+            if kind not in self.warned:
+                self.warned.add(kind)
+                self._print(f"warning: {run_id}: {warning} (said once for this matrix; each run's run.json lists its own)")
 
     def tick(self) -> None:
         if self.live:

@@ -5,8 +5,10 @@ in summary.md: per model, each configuration's final metric as mean ± std
 (n seeds), its difference to its baseline (with a 95 % interval from 3 seeds
 on), best metric and when, achieved sparsity, peak memory, training time and
 throughput; then the runs that did not complete. `write(...)` puts that
-table, the figures and matrix.json's provenance into report.md, with one row
-per run at the end.
+table, the inference benchmarks (`inference_section`: one row per run and
+variant of the runs whose metrics.json has "inference", lib/inference.py),
+the figures and matrix.json's provenance into report.md, with one row per
+run at the end.
 """
 
 from __future__ import annotations
@@ -133,12 +135,86 @@ def runs_table(matrix: Matrix) -> str:
     return "\n".join(lines)
 
 
+INFERENCE_HEADER = ("run", "variant", "params", "nonzeros", "size", "compressed", "latency b1 (ms, median ± IQR)",
+                    "throughput (examples/s, batch)", "peak memory (MiB)", "{metric}", "speed-up b1 / bN", "size / compressed")
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _variant_label(name: str, v: dict, inference: dict) -> str:
+    if name == "dense":
+        source = inference.get("dense_source", "")
+        return f"dense ({source.split(' ')[0] if not source.startswith('this run') else 'own weights'})"
+    return v.get("label", name)
+
+
+def inference_rows(run, q) -> list[str]:
+    """One row per variant of a run's metrics.json "inference"."""
+    inference = run.metrics.get("inference") or {}
+    rows = []
+    for name, v in (inference.get("variants") or {}).items():
+        label = _variant_label(name, v, inference)
+        if "unsupported" in v:
+            rows.append(_row([run.run_id, f"{label}: {v['unsupported']}"] + ["-"] * (len(INFERENCE_HEADER) - 2)))
+            continue
+        lat, value = v["latency_ms"], (v.get("quality") or {}).get(q.final)
+        speed = f"{v['speedup']:.2f}× / {v['throughput_ratio']:.2f}×" if "speedup" in v else "1 (reference)"
+        size = f"{v['size_ratio']:.2f} / {v['compressed_ratio']:.2f}" if "size_ratio" in v else "1 / 1"
+        if "vs_reference" in v:
+            ref = v["vs_reference"]
+            speed += f" ({ref['speedup']:.2f}× / {ref['throughput_ratio']:.2f}× vs {ref['variant']})"
+        rows.append(_row([
+            run.run_id, label, f"{v['params']:,}", f"{v['nonzeros']:,}", _bytes(v["size_bytes"]), _bytes(v["compressed_bytes"]),
+            f"{lat['median']:.3f} ± {lat['iqr']:.3f}",
+            f"{v['throughput_per_s']['median']:,.0f} ({inference['batch']['throughput']})",
+            "-" if v.get("peak_memory_mib") is None else f"{v['peak_memory_mib']:.1f}",
+            "-" if value is None else f"{value:.2f}", speed, size,
+        ]))
+    return rows
+
+
+INFERENCE_NOTE = ("One row per variant of each benchmarked run (docs/inference.md): the dense baseline measured in the same "
+                  "process, the pruned model as stored, its compact form (channel) and its 2:4 sparse form (N:M, GPU). "
+                  "Latency: median ± interquartile range of the calls at batch 1; throughput: median at the run's batch; "
+                  "speed-up: the dense model's median latency over the variant's (b1) and the variant's median throughput "
+                  "over the dense model's (bN); size: torch.save bytes of the state dict, compressed with zlib; ratios "
+                  "against the dense model. Peak memory: the large batch's peak above what was held before it.")
+
+
+def inference_table(matrix: Matrix, model: str) -> str:
+    """The inference benchmarks of one model's runs, one row per run and variant; empty when none has one."""
+    runs = [r for c in matrix.configs(model) for r in c.runs if (r.metrics.get("inference") or {}).get("variants")]
+    if not runs:
+        return ""
+    q = quality(runs)
+    header = [h.format(metric=q.label) for h in INFERENCE_HEADER]
+    lines = [f"### {model}: inference", "", _row(header), _row(["---", "---"] + ["---:"] * (len(header) - 2))]
+    for run in runs:
+        lines += inference_rows(run, q)
+    settings = sorted({f"{i['device']}, {i['threads']} threads, {i['repetitions']} repetitions after {i['warmup']} warm-up calls"
+                       for i in (r.metrics["inference"] for r in runs)})
+    lines += ["", "Measured on " + "; ".join(settings) + "."]
+    return "\n".join(lines)
+
+
+def inference_section(matrix: Matrix) -> str:
+    """report.md's inference tables (one per model with benchmarked runs) and how to read them; empty without any."""
+    tables = [t for t in (inference_table(matrix, model) for model in matrix.models()) if t]
+    return "\n\n".join(["## Inference", *tables, INFERENCE_NOTE]) if tables else ""
+
+
 def write(matrix_dir: str | Path, matrix: Matrix, figures: list[Path]) -> Path:
     """report.md: provenance, then per model its table and its figures, then every run; the file written."""
     from scripts.figures import FIGURES  # here: the summary alone (the runner's) needs no matplotlib
 
     matrix_dir = Path(matrix_dir)
-    parts = [f"# Report: {matrix_dir.name}", provenance(matrix.meta), "## Results", table(matrix_dir, matrix)]
+    parts = [f"# Report: {matrix_dir.name}", provenance(matrix.meta), "## Results", table(matrix_dir, matrix),
+             inference_section(matrix)]
     for model in matrix.models():
         shown = [p for p in figures if p.name.startswith(f"{model}_")]
         if shown:

@@ -4,7 +4,11 @@ usage:
   python -m scripts.slurm task --results DIR --submission N
 
 The runner (scripts/matrix.py) calls `check` before it writes anything,
-`submit` to hand runs to Slurm, `task_states` and `active` for `make status`
+`submit` to hand runs to Slurm (fine-tuning runs whose parent has not
+completed go into arrays of their own, one per parent, that wait for the
+parent's task: --dependency=afterok:<job>_<task>, --kill-on-invalid-dep=yes,
+so a parent that fails cancels its children's array and `make continue`
+submits them again once the parent is retried), `task_states` and `active` for `make status`
 and `make continue`, and `cancel` for `make cancel`. Each submission is
 recorded in <matrix>/slurm/submissions.json (job id, run ids in task order,
 the SLURM_* settings, the sbatch command); its batch script is
@@ -42,7 +46,7 @@ from pathlib import Path
 
 from lib import config as cfg
 from lib import matrix
-from lib.results import MatrixError, now, open_matrix, read_json, write_json
+from lib.results import MatrixError, describe, is_done, now, open_matrix, read_json, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
@@ -138,8 +142,41 @@ def batch_script(matrix_dir: Path, n: int) -> str:
 
 
 def submit(matrix_dir: Path, meta: dict, run_ids: list[str], throttle: int) -> int:
-    """Submit `run_ids` as one job array, at most `throttle` tasks at once (0: no limit); record it; the exit status."""
+    """Submit `run_ids`, at most `throttle` tasks of an array at once (0: no limit); record each array; the exit status.
+
+    The runs that may start now are one job array. A fine-tuning run whose
+    parent has not completed goes into an array of that parent's children,
+    submitted with a dependency on the parent's task (of this submission, or
+    an earlier one Slurm still holds); one whose parent will not run is left
+    out, with a note.
+    """
     matrix_dir = Path(matrix_dir).resolve()
+    parent_of = {r["run_id"]: r.get("spec", {}).get("parent") for r in meta.get("runs", [])}
+    ready, waiting = [], {}
+    for run_id in run_ids:
+        parent = parent_of.get(run_id)
+        if parent is None or is_done(matrix_dir / parent):
+            ready.append(run_id)
+        else:
+            waiting.setdefault(parent, []).append(run_id)
+    tasks = {}  # run id -> its task, "<array job>_<index>"
+    if ready:
+        job = _submit_array(matrix_dir, meta, ready, throttle)
+        tasks = {run_id: f"{job}_{i}" for i, run_id in enumerate(ready)}
+    if waiting:
+        tasks = {**active_tasks(matrix_dir), **tasks}
+    for parent, children in waiting.items():
+        if parent not in tasks:
+            status = describe(matrix_dir / parent)["status"]
+            print(f"not submitted: {', '.join(children)} (skipped: parent {parent} {'failed' if status == 'failed' else f'is {status}'}; "
+                  "'make continue' submits them once it completed)", flush=True)
+            continue
+        _submit_array(matrix_dir, meta, children, throttle, after=tasks[parent])
+    return 0
+
+
+def _submit_array(matrix_dir: Path, meta: dict, run_ids: list[str], throttle: int, after: str | None = None) -> str:
+    """Submit `run_ids` as one job array (held until task `after` completed successfully, when given); its job id."""
     slurm_dir = matrix_dir / "slurm"
     slurm_dir.mkdir(exist_ok=True)
     records = submissions(matrix_dir)
@@ -147,12 +184,13 @@ def submit(matrix_dir: Path, meta: dict, run_ids: list[str], throttle: int) -> i
     script = slurm_dir / f"submission-{n}.sh"
     script.write_text(batch_script(matrix_dir, n))
     s = settings(meta["config"])
+    dependency = [f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"] if after else []
     argv = [
         "sbatch", "--parsable", f"--job-name={meta['id']}",
         f"--array=0-{len(run_ids) - 1}" + (f"%{throttle}" if throttle else ""),
-        f"--output={slurm_dir}/%A_%a.out", "--open-mode=append", f"--chdir={REPO}", *sbatch_options(s), str(script),
+        f"--output={slurm_dir}/%A_%a.out", "--open-mode=append", f"--chdir={REPO}", *dependency, *sbatch_options(s), str(script),
     ]
-    record = {"job_id": None, "run_ids": list(run_ids), "submitted": now(), "settings": s, "sbatch": argv}
+    record = {"job_id": None, "run_ids": list(run_ids), "submitted": now(), "settings": s, "sbatch": argv, "after": after}
     write_json(slurm_dir / SUBMISSIONS, records + [record])  # before sbatch: a task may start at once and look itself up
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode:
@@ -163,11 +201,11 @@ def submit(matrix_dir: Path, meta: dict, run_ids: list[str], throttle: int) -> i
     write_json(slurm_dir / SUBMISSIONS, records + [record])
     print(
         f"submitted {len(run_ids)} run(s) as Slurm job array {record['job_id']} "
-        f"({f'at most {throttle}' if throttle else 'any number'} at once); task logs {slurm_dir}/{record['job_id']}_<task>.out; "
-        "'make status' follows it, 'make cancel' stops it",
+        f"({f'at most {throttle}' if throttle else 'any number'} at once{f', after task {after}' if after else ''}); "
+        f"task logs {slurm_dir}/{record['job_id']}_<task>.out; 'make status' follows it, 'make cancel' stops it",
         flush=True,
     )
-    return 0
+    return record["job_id"]
 
 
 def _squeue(job_ids: list[str]) -> dict[tuple[str, int], str]:
@@ -189,22 +227,32 @@ def _squeue(job_ids: list[str]) -> dict[tuple[str, int], str]:
     return states
 
 
-def task_states(matrix_dir: Path) -> dict[str, str]:
-    """Run id -> Slurm state of its newest task (PENDING, RUNNING, CANCELLED, ...; "" once Slurm has forgotten it)."""
+def _newest_tasks(matrix_dir: Path) -> dict[str, tuple[str, str]]:
+    """Run id -> (its newest task "<array job>_<index>", that task's Slurm state; "" once Slurm has forgotten it)."""
     records = [r for r in submissions(matrix_dir) if r["job_id"]]
     if not records:
         return {}
     known = _squeue([r["job_id"] for r in records])
-    states = {}
+    tasks = {}
     for record in records:  # oldest first: a run's newest task has the last word
         for index, run_id in enumerate(record["run_ids"]):
-            states[run_id] = known.get((record["job_id"], index), "")
-    return states
+            tasks[run_id] = (f"{record['job_id']}_{index}", known.get((record["job_id"], index), ""))
+    return tasks
+
+
+def task_states(matrix_dir: Path) -> dict[str, str]:
+    """Run id -> Slurm state of its newest task (PENDING, RUNNING, CANCELLED, ...; "" once Slurm has forgotten it)."""
+    return {run_id: state for run_id, (_, state) in _newest_tasks(matrix_dir).items()}
+
+
+def active_tasks(matrix_dir: Path) -> dict[str, str]:
+    """Run id -> its newest task, for the runs whose newest task is pending, running or requeued."""
+    return {run_id: task for run_id, (task, state) in _newest_tasks(matrix_dir).items() if state in ACTIVE}
 
 
 def active(matrix_dir: Path) -> set[str]:
     """The run ids whose newest task is pending, running or requeued: submitting them again would run them twice."""
-    return {run_id for run_id, state in task_states(matrix_dir).items() if state in ACTIVE}
+    return set(active_tasks(matrix_dir))
 
 
 def cancel(matrix_dir: Path) -> int:

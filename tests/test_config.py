@@ -16,6 +16,7 @@ from conftest import REPO
 TRAINER_OWN_DEFAULTS = {
     ("gpt2", "--weight-decay"): "nanoGPT's 0.1 for hand-started GPT-2 runs",
     ("gpt2", "--block-size"): "None: the model size's own context length, as Kconfig's two defaults",
+    ("gpt2", "--mla-latent-dim"): "None: the model size's own latent size (32 for tiny, else 128), as Kconfig's two defaults",
     ("resnet50", "--image-size"): "0: the dataset's own size (224 for an image folder, else 32), as Kconfig's two defaults",
 }
 

@@ -13,6 +13,7 @@ import torch
 from conftest import PATIENCE_S, kill_group, wait_until
 from lib import checkpoint, optim
 from lib.results import is_done, read_json
+from test_runner_e2e import comparable
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -93,15 +94,6 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(single):
         assert fb[key] == fa[key], key
 
 
-def _comparable(metrics: dict) -> dict:
-    """metrics.json without wall-clock, throughput and memory figures, which differ between two processes."""
-    varying = ("elapsed_s", "train_time_s", "peak_memory_mib", "tokens_per_s")
-    return {
-        "history": [{k: v for k, v in h.items() if k not in varying} for h in metrics["history"]],
-        "final": {k: v for k, v in metrics["final"].items() if k not in varying},
-    }
-
-
 def test_gpt2_tiny_defconfig_learns_and_resumes_through_make(make):
     assert make("defconfig-gpt2-tiny").returncode == 0
     done = make("all")
@@ -146,4 +138,4 @@ def test_gpt2_tiny_defconfig_learns_and_resumes_through_make(make):
     resumed = make("continue")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert is_done(killed) and read_json(killed / "run.json")["attempt"] == 2 and (killed / "train.log.1").exists()
-    assert _comparable(read_json(killed / "metrics.json")) == _comparable(m)
+    assert comparable(read_json(killed / "metrics.json")) == comparable(m)

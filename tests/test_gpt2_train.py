@@ -15,7 +15,8 @@ from lib.results import is_done, read_json
 
 GPT2_KEYS = ("model_size", "dataset", "block_size", "batch_size", "grad_accum", "max_iters", "eval_interval",
              "eval_iters", "lr", "lr_schedule", "lr_min", "lr_warmup_percent", "lr_step_percent", "lr_step_gamma", "grad_clip",
-             "dropout", "max_minutes", "amp", "compile", "prune_tied_head")
+             "dropout", "max_minutes", "amp", "compile", "prune_tied_head", "mlp_ratio", "attention", "mla_latent_dim",
+             "ra_heads", "rmlp")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,17 @@ def test_trainer_defaults_are_the_kconfig_defaults(tmp_path):
     assert {k: from_kconfig[k] for k in GPT2_KEYS} == {k: defaults[k] for k in GPT2_KEYS}
 
 
+def test_architecture_settings_reach_the_trainer_by_the_naming_rule(tmp_path):
+    dot_config = tmp_path / ".config"
+    dot_config.write_text('CONFIG_MODEL_GPT2=y\nCONFIG_GPT2_MLP_RATIO="golden"\nCONFIG_GPT2_ATTENTION_MLA=y\n'
+                          "CONFIG_GPT2_MLA_LATENT_DIM=16\nCONFIG_GPT2_RA_HEADS=2\nCONFIG_GPT2_RMLP=y\n")
+    argv = config.trainer_argv(config.load(dot_config), "gpt2")
+    for flag in (["--mlp-ratio", "golden"], ["--attention", "mla"], ["--mla-latent-dim", "16"], ["--ra-heads", "2"]):
+        assert flag[0] in argv and argv[argv.index(flag[0]) + 1] == flag[1]
+    args = train.parse_args(argv)
+    assert (args.mlp_ratio, args.attention, args.mla_latent_dim, args.ra_heads, args.rmlp) == ("golden", "mla", 16, 2, True)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -108,12 +120,39 @@ def test_trainer_defaults_are_the_kconfig_defaults(tmp_path):
         (["--lr-schedule", "warmup_cosine", "--lr-min", "1", "--lr", "0.1"], "--lr-min must be within"),
         (["--warmup-iters", "10"], "unrecognized arguments: --warmup-iters"),
         (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+        (["--mlp-ratio", "silver"], "--mlp-ratio: MLP ratio 'silver': write gpt2, golden or a positive number"),
+        (["--attention", "linear"], "argument --attention: invalid choice: 'linear'"),
+        (["--mla-latent-dim", "0"], "--mla-latent-dim must be at least 1, got 0"),
+        (["--ra-heads", "some"], "--ra-heads: 'some' is not a number of heads (0, 1, 2, ...) or 'all'"),
+        (["--ra-heads", "-1"], "--ra-heads: '-1' is not a number of heads"),
+        (["--ra-heads", "5"], "--ra-heads 5 is more than the 4 heads of --model-size tiny; valid: 0..4 or all"),
+        (["--pruning-method", "magnitude", "--target-sparsity", "0.5", "--pruning-granularity", "channel",
+          "--attention", "mla", "--ra-heads", "1", "--rmlp"],
+         "--pruning-granularity channel cannot take --attention mla, --ra-heads, --rmlp: channel units know GPT-2's own "
+         "attention heads only (c_attn, c_proj); use element or N:M granularity"),
+        (["--pruning-method", "magnitude", "--target-sparsity", "0.5", "--pruning-granularity", "channel", "--rmlp"],
+         "--pruning-granularity channel cannot take --rmlp: "),
     ],
 )
 def test_bad_flags_are_refused_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_architecture_flags_reach_the_model():
+    args = train.parse_args(["--mlp-ratio", "golden", "--attention", "mla", "--ra-heads", "all", "--rmlp"])
+    assert (args.mla_latent_dim, args.ra_heads) == (32, 4)  # the tiny size's latent default, all 4 heads
+    cfg = train.build_model(args).config
+    assert (cfg.mlp_ratio, cfg.attention, cfg.latent_dim, cfg.ra_heads, cfg.rmlp) == ("golden", "mla", 32, 4, True)
+    args = train.parse_args(["--model-size", "gpt2", "--mla-latent-dim", "64", "--ra-heads", "12"])
+    assert (args.mla_latent_dim, args.ra_heads) == (64, 12)
+    assert train.parse_args(["--model-size", "gpt2"]).mla_latent_dim == 128
+    # channel granularity with GPT-2's own attention, golden MLP included, is fine
+    args = train.parse_args(["--pruning-method", "magnitude", "--target-sparsity", "0.5", "--pruning-granularity", "channel",
+                             "--mlp-ratio", "golden"])
+    assert train.architecture_key(args) == {"mlp_ratio": "golden", "attention": "standard", "ra_heads": 0, "rmlp": False}
+    assert train.architecture_key(train.parse_args(["--mla-latent-dim", "8"])) is None  # GPT-2's own: the latent is unused
 
 
 def test_accumulation_must_split_over_the_processes(monkeypatch, capsys):
@@ -228,3 +267,30 @@ def test_a_corpus_too_small_for_the_block_fails_the_run_clearly(tmp_path, capsys
     assert run["status"] == "failed" and "block size 64" in run["error"]
     with pytest.raises(CorpusTooSmall):
         train.main(args)
+
+
+def test_a_run_of_every_variant_records_its_architecture_and_resumes_only_with_it(corpus, tmp_path):
+    out = tmp_path / "all"
+    arch = ["--mlp-ratio", "golden", "--attention", "mla", "--mla-latent-dim", "16", "--ra-heads", "2", "--rmlp"]
+    metrics = train.main(tiny_args(corpus, out, *arch))
+    assert all(math.isfinite(h["val_loss"]) for h in metrics["history"])
+    recorded = read_json(out / "metrics.json")["architecture"]
+    # width 64: attention 2*64*64 + 3*64*16 = 11264 a block, 2.5 x that / 128 = 220 -> 192 (nearest multiple of 64)
+    assert recorded == {"mlp_ratio": "golden", "attention": "mla", "latent_dim": 16, "ra_heads": 2, "rmlp": True,
+                        "mlp_hidden": 192, "mlp_attention_ratio": 2 * 64 * 192 / 11264,
+                        "param_classes": {"attention": 2 * 11264, "mlp": 2 * 2 * 64 * 192,
+                                          "coupling": 2 * (64 * 16 + 16 * 192), "other": 0},
+                        "kv_cache_bytes_per_token": 2 * (16 + 2 * 16) * 4}  # layers x (latent + 2 heads' q) x float32
+    assert metrics["final"]["params"] == train.build_model(train.parse_args([*arch, "--block-size", "8"])).num_params(False)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(ValueError, match=r"architecture: \{.*'attention': 'mla'.*\} -> None"):
+        train.main(tiny_args(corpus, out, "--resume"))
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    resumed = train.main(tiny_args(corpus, out, *arch, "--resume"))  # the same architecture: nothing left to train
+    assert resumed["final"]["iters"] == 4
+
+
+def test_a_standard_run_records_gpt2s_own_architecture(whole):
+    recorded = whole[1]["architecture"]
+    assert recorded["mlp_hidden"] == 256 and recorded["mlp_attention_ratio"] == 2.0 and recorded["latent_dim"] is None
+    assert recorded["kv_cache_bytes_per_token"] == 2 * 2 * 64 * 4  # layers x (k, v) x width x float32

@@ -14,7 +14,7 @@ from lib.results import MatrixError
 from scripts import figures, graphs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ALL = set(figures.FIGURES)
+ALL = set(figures.FIGURES) - {"inference"}  # drawn for benchmarked runs only: tests/test_bench_inference.py
 NEEDS_PRUNING = {"metric_vs_sparsity", "sparsity", "layer_sparsity"}
 
 

@@ -84,7 +84,7 @@ TRAINER = textwrap.dedent(
         print("error: told to fail", file=sys.stderr)
         rec.finish("failed", 1, "told to fail")
         sys.exit(1)
-    write_json(out / "metrics.json", {"history": [{"epoch": 1}], "final": {"accuracy": 90.0}})
+    write_json(out / "metrics.json", {"history": [{"epoch": 1}], "final": {"accuracy": 90.0, "sparsity_prunable": 0.0, "train_time_s": 1.0}})
     rec.update(ended=time.monotonic())
     rec.finish("completed", 0)
     """
@@ -140,6 +140,15 @@ def test_the_pool_pins_each_run_to_its_slot_and_never_shares_one(tmp_path):
             if a is not b and a["visible_devices"] == b["visible_devices"]:
                 assert a["ended"] <= b["began"] or b["ended"] <= a["began"]
     assert [e[0] for e in display.events].count("started") == 4
+
+
+def test_a_run_starts_without_the_leftovers_of_writes_a_kill_interrupted(tmp_path):
+    runs = stand_in_runs(tmp_path, {"r": []})
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / ".checkpoint.pt.1a2b3c4d.partial").write_bytes(b"half a checkpoint")
+    launch.Pool(launch.slots(1, 1, None, cpus=2), Events(), fork=False).run(runs)
+    assert read_json(tmp_path / "r" / "run.json")["status"] == "completed"
+    assert not list((tmp_path / "r").glob("*.partial"))
 
 
 def test_a_failure_does_not_stop_the_others_unless_fail_fast(tmp_path):

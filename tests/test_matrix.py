@@ -183,3 +183,116 @@ def test_every_defconfig_argv_is_accepted_by_its_trainer(name, tmp_path):
         argv = matrix.argv(spec, values, str(tmp_path / matrix.run_id(spec)), {"--epochs": 1})
         train = importlib.import_module(f"{spec.model}.train")
         train.parse_args(trainer_args(argv, spec))  # SystemExit on a flag it does not know or a bad value
+
+
+# -- GPT-2 ablation steps (gpt2/Kconfig.ablation, gpt2.ablation) ----------------------------------
+ABLATION = """CONFIG_MODEL_LENET5=y
+CONFIG_MODEL_GPT2=y
+CONFIG_OPTIMIZER_ADAMW=y
+CONFIG_OPTIMIZER_ADAMWPRUNE=y
+CONFIG_PRUNING_NONE=y
+CONFIG_PRUNING_MAGNITUDE=y
+CONFIG_SPARSITIES="0.7"
+CONFIG_GPT2_ABLATION_STEPS="baseline golden mla ra rmlp ratio"
+"""
+
+
+def test_ablation_steps_replace_gpt2s_pruning_axis(tmp_path):
+    specs = matrix.expand(values_of(ABLATION, tmp_path))
+    ids = [matrix.run_id(s) for s in specs]
+    assert ids == [
+        # LeNet-5 of the same matrix: the pruning axis as before
+        "lenet5_adamw_none", "lenet5_adamw_magnitude_70", "lenet5_adamwprune_none",
+        # GPT-2: the steps (the pruned one with AdamWPrune only), no magnitude 70 %
+        "gpt2_baseline_adamw_none", "gpt2_golden_adamw_none", "gpt2_mla_adamw_none", "gpt2_ra_adamw_none",
+        "gpt2_rmlp_adamw_none",
+        "gpt2_baseline_adamwprune_none", "gpt2_golden_adamwprune_none", "gpt2_mla_adamwprune_none",
+        "gpt2_ra_adamwprune_none", "gpt2_rmlp_adamwprune_none", "gpt2_ratio_adamwprune_bitter9_state_50",
+    ]
+    assert len(set(ids)) == len(ids)
+    assert all(s.step is None for s in specs if s.model == "lenet5")
+    ratio = specs[-1]
+    assert (ratio.step, ratio.pruning, ratio.variant, ratio.sparsity, ratio.base) == ("ratio", "state", "bitter9", 0.5, "adamw")
+    assert all(s.pruning == "none" and s.sparsity is None for s in specs if s.step not in (None, "ratio"))
+    assert matrix.RunSpec("gpt2", "adamwprune", "none", None, 1, step="mla").to_dict()["step"] == "mla"
+
+
+def test_without_steps_gpt2_keeps_its_pruning_axis(tmp_path):
+    text = ABLATION.replace('CONFIG_GPT2_ABLATION_STEPS="baseline golden mla ra rmlp ratio"\n', "")
+    values = values_of(text, tmp_path)
+    assert values["GPT2_ABLATION_STEPS"] == "" and values["GPT2_ABLATION_SPARSITY"] is None
+    assert [matrix.run_id(s) for s in matrix.expand(values) if s.model == "gpt2"] == [
+        "gpt2_adamw_none", "gpt2_adamw_magnitude_70", "gpt2_adamwprune_none"]
+
+
+def test_ablation_ids_carry_step_base_and_seed(tmp_path):
+    text = ABLATION.replace("baseline golden mla ra rmlp ratio", "ratio mla") + \
+        'CONFIG_SEEDS="1 2"\nCONFIG_ADAMWPRUNE_BASE_ADAM=y\nCONFIG_GPT2_ABLATION_SPARSITY="0.7"\n'
+    ids = [matrix.run_id(s) for s in matrix.expand(values_of(text, tmp_path)) if s.model == "gpt2"]
+    assert ids == [
+        "gpt2_mla_adamw_none_s1", "gpt2_mla_adamw_none_s2",
+        "gpt2_mla_adamwprune_none_s1", "gpt2_mla_adamwprune_none_s2",
+        "gpt2_ratio_adamwprune_bitter9_state_70_s1", "gpt2_ratio_adamwprune_bitter9_state_70_s2",
+        "gpt2_mla_adamwprune-adam_none_s1", "gpt2_mla_adamwprune-adam_none_s2",
+        "gpt2_ratio_adamwprune-adam_bitter9_state_70_s1", "gpt2_ratio_adamwprune-adam_bitter9_state_70_s2",
+    ]
+    from scripts.evidence import config_key
+
+    assert config_key(ids[-1], 2) == "gpt2_ratio_adamwprune-adam_bitter9_state_70"  # seeds group by step too
+
+
+def test_ablation_argv_sets_the_steps_architecture_and_ratio_budgets(tmp_path):
+    values = values_of(ABLATION, tmp_path)
+    specs = {matrix.run_id(s): s for s in matrix.expand(values)}
+
+    def args(run_id):
+        return trainer_args(matrix.argv(specs[run_id], values, "out/x"), specs[run_id])
+
+    base = args("gpt2_baseline_adamwprune_none")
+    assert base[base.index("--mlp-ratio"):base.index("--mlp-ratio") + 6] == \
+        ["--mlp-ratio", "gpt2", "--attention", "standard", "--ra-heads", "0"]
+    assert "--rmlp" not in base and "--ratio-preserve" not in base and base[base.index("--pruning-method") + 1] == "none"
+    ratio = args("gpt2_ratio_adamwprune_bitter9_state_50")
+    for flag, value in (("--mlp-ratio", "golden"), ("--attention", "mla"), ("--ra-heads", "all"),
+                        ("--pruning-method", "state"), ("--pruning-variant", "bitter9"), ("--target-sparsity", "0.5"),
+                        ("--optimizer", "adamwprune")):
+        assert ratio.count(flag) == 1 and ratio[ratio.index(flag) + 1] == value, flag
+    assert "--rmlp" in ratio and "--ratio-preserve" in ratio
+    lenet = args("lenet5_adamw_magnitude_70")
+    assert not {"--mlp-ratio", "--attention", "--ra-heads", "--rmlp", "--ratio-preserve"} & set(lenet)
+
+
+def test_ablation_symbols_are_the_matrix_s_never_trainer_flags():
+    assert {"GPT2_ABLATION_STEPS", "GPT2_ABLATION_SPARSITY"} <= matrix.matrix_symbols()
+    assert not {"GPT2_ABLATION_STEPS", "GPT2_ABLATION_SPARSITY"} & config.flag_symbols()
+
+
+@pytest.mark.parametrize("steps, extra, message", [
+    ("baseline gloden", "",
+     "CONFIG_GPT2_ABLATION_STEPS='baseline gloden': unknown ablation step 'gloden'; valid steps: baseline, golden, "
+     "mla, ra, rmlp, ratio"),
+    ("mla ra mla", "", "ablation step 'mla' is listed twice"),
+    ("baseline ratio", 'CONFIG_GPT2_ABLATION_SPARSITY="50"\n', "CONFIG_GPT2_ABLATION_SPARSITY='50.0': 50.0 is not a fraction in"),
+    ("baseline ratio", 'CONFIG_GPT2_ABLATION_SPARSITY="0.999"\n',
+     "CONFIG_GPT2_ABLATION_SPARSITY='0.999': 0.999 would be named 100 %"),
+])
+def test_bad_ablation_settings_are_errors(steps, extra, message, tmp_path):
+    text = ABLATION.replace("baseline golden mla ra rmlp ratio", steps) + extra
+    with pytest.raises(config.ConfigError, match=message.replace("(", "\\(")):
+        matrix.expand(values_of(text, tmp_path))
+
+
+def test_the_ratio_step_needs_adamwprune(tmp_path):
+    no_prune = ABLATION.replace("CONFIG_OPTIMIZER_ADAMWPRUNE=y\n", "")
+    with pytest.raises(config.ConfigError, match="lists 'ratio', which prunes by the optimizer's state: check "
+                                                 "CONFIG_OPTIMIZER_ADAMWPRUNE or drop 'ratio'"):
+        matrix.expand(values_of(no_prune, tmp_path))
+    dense = values_of(no_prune.replace("baseline golden mla ra rmlp ratio", "baseline rmlp"), tmp_path)
+    assert [matrix.run_id(s) for s in matrix.expand(dense) if s.model == "gpt2"] == [
+        "gpt2_baseline_adamw_none", "gpt2_rmlp_adamw_none"]
+
+
+def test_ablation_steps_have_no_fine_tuning_runs(tmp_path):
+    values = values_of(ABLATION + "CONFIG_FINETUNE=y\n", tmp_path)
+    children = [s for s in matrix.expand(values) if s.parent is not None]
+    assert children and {s.model for s in children} == {"lenet5"}

@@ -98,6 +98,16 @@ def test_a_trainer_that_dies_silently_is_marked_failed_with_its_last_error(tmp_p
     assert record["exit_code"] == 3 and record["error"] == "error: out of cheese"
 
 
+def test_an_attempt_killed_during_start_up_is_counted(tmp_path):
+    mdir, meta = make_matrix(tmp_path, {"r": []})
+    write_json(mdir / "r" / "run.json", {"run_id": "r", "status": "interrupted", "attempt": 1, "error": "stopped by SIGTERM"})
+    meta["runs"][0]["argv"] = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                               "--output-dir", str(mdir / "r")]
+    assert run_one(mdir, meta, "r") == "interrupted"
+    record = read_json(mdir / "r" / "run.json")
+    assert record["attempt"] == 2 and record["exit_code"] == -9 and record["error"] == "exit status -9"
+
+
 def test_lock_refuses_a_second_holder(tmp_path):
     with runner.lock(tmp_path, "m1"):
         with pytest.raises(runner.MatrixError, match=r"already running .*\(pid \d+ matrix m1\)"):
@@ -201,3 +211,106 @@ def test_a_baseline_that_is_no_configuration_is_refused_before_anything_is_writt
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: CONFIG_MATRIX_BASELINE='lenet5_sgd_none_s1' is no configuration of this matrix; valid: lenet5_sgd_none"]
     assert not list(tmp_path.glob("results/*/matrix.json"))
+
+
+def test_dry_run_prints_complete_quoted_command_lines_and_refuses_a_bad_epochs(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    results = tmp_path / "my results"
+    (tmp_path / ".config").write_text("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_NONE=y\n"
+                                      f'CONFIG_RESULTS_DIR="{results}"\n')
+    monkeypatch.setenv("KCONFIG_CONFIG", str(tmp_path / ".config"))
+    assert runner.main(["dry-run", "--epochs", "2"]) == 0
+    command = capsys.readouterr().out.splitlines()[1]
+    argv = shlex.split(command)  # pasteable: the interpreter first, the path with a space one word
+    assert argv[:3] == [sys.executable, "-m", "lenet5.train"]
+    assert argv[argv.index("--epochs") + 1] == "2" and argv[-1] == str(results / "<id>" / "lenet5_sgd_none")
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as stop:
+            runner.main(["dry-run", "--epochs", bad])
+        assert stop.value.code == 2 and "--epochs" in capsys.readouterr().err
+
+
+def top_level_env() -> dict:
+    """The environment of a make typed at a shell: none of the MAKE* variables of the make running the tests."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "KCONFIG_"))}
+
+
+@pytest.mark.parametrize("target", ["status", "continue", "update-graphs", "bench-inference"])
+def test_make_passes_a_results_path_with_spaces_and_quotes_as_one_word(target):
+    import shlex
+
+    path = "results/my matrix's copy"
+    out = subprocess.run(["make", "-n", "--no-print-directory", target, f"RESULTS={path}", "ONLY=lenet5 *", "PYTHON=python3"],
+                         cwd=runner.REPO, capture_output=True, text=True, check=True, env=top_level_env()).stdout
+    argv = shlex.split(out.strip().splitlines()[-1])
+    assert argv[argv.index("--results") + 1] == path and argv.count(path) == 1
+    if "--only" in argv:
+        assert argv[argv.index("--only") + 1] == "lenet5 *"
+
+
+def test_tracker_on_a_target_that_does_not_read_it_is_an_error_not_ignored():
+    def make_n(*args):
+        return subprocess.run(["make", "-n", "--no-print-directory", *args, "PYTHON=python3"], cwd=runner.REPO,
+                              env=top_level_env(), capture_output=True, text=True)
+
+    for goal in ([], ["continue"], ["status"]):
+        refused = make_n(*goal, "TRACKER=foo")
+        assert refused.returncode == 2 and "TRACKER=foo is read only by 'make defconfig" in refused.stderr
+    assert make_n("defconfig-lenet5", "TRACKER=wandb").returncode == 0
+    assert make_n("quickstart", "TRACKER=wandb").returncode == 0  # the sub-make that runs it inherits the variable
+
+
+def test_a_value_a_trainer_would_refuse_stops_the_plan_before_any_run(tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    (tmp_path / ".config").write_text("CONFIG_MODEL_LENET5=y\nCONFIG_OPTIMIZER_SGD=y\nCONFIG_PRUNING_NONE=y\n"
+                                      f'CONFIG_RESULTS_DIR="{results}"\nCONFIG_LENET5_LR="-0.01"\n')
+    monkeypatch.setenv("KCONFIG_CONFIG", str(tmp_path / ".config"))
+    for command in ("run", "dry-run"):
+        assert runner.main([command]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["error: lenet5_sgd_none: --lr must be positive, got -0.01 (no run was started)"]
+    assert not [p for p in results.glob("*") if p.is_dir()]  # no matrix directory (only the lock file)
+
+
+def test_continue_of_a_copied_matrix_changes_only_the_copy(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    mdir, meta = make_matrix(tmp_path, {"done": [], "todo": []})
+    run_one(mdir, meta, "done")
+    copy = tmp_path / "elsewhere" / mdir.name
+    shutil.copytree(mdir, copy)
+    before = {p: p.read_bytes() for p in mdir.rglob("*") if p.is_file()}
+    monkeypatch.setenv("KCONFIG_CONFIG", str(tmp_path / "no.config"))  # continue from matrix.json's own configuration
+    monkeypatch.setattr(runner, "plan", lambda values, matrix_dir, overrides: [{"run_id": r} for r in ("done", "todo")])
+    assert runner.main(["continue", "--results", str(copy)]) == 0
+    assert read_json(copy / "todo" / "run.json")["status"] == "completed"
+    assert f"--output-dir {copy / 'todo'}" in (copy / "todo" / "train.log").read_text()
+    assert {p: p.read_bytes() for p in mdir.rglob("*") if p.is_file()} == before and not (mdir / "todo").exists()
+
+
+def test_a_run_whose_checkpoint_was_set_aside_restarts_only_with_restart_corrupt(tmp_path, capsys):
+    mdir, meta = make_matrix(tmp_path, {"corrupt": [], "broken": ["--fail"]})
+    run_one(mdir, meta, "broken")
+    write_json(mdir / "corrupt" / "run.json", {"status": "failed", "attempt": 1, "error": "checkpoint.pt cannot be read"})
+    (mdir / "corrupt" / "checkpoint.pt.corrupt").write_bytes(b"kept")
+    assert run_all(mdir, meta) == 1
+    assert "RESTART_CORRUPT=1 restarts it" in capsys.readouterr().out
+    assert read_json(mdir / "corrupt" / "run.json")["status"] == "failed"
+    assert run_all(mdir, meta, restart_corrupt=True) == 1  # 'broken' failed for another reason: left alone
+    assert read_json(mdir / "corrupt" / "run.json")["status"] == "completed"
+    assert "--resume" not in (mdir / "corrupt" / "train.log").read_text()  # from the beginning
+    assert (mdir / "corrupt" / "checkpoint.pt.corrupt").read_bytes() == b"kept"
+    assert read_json(mdir / "broken" / "run.json")["attempt"] == 1
+
+
+def test_status_shows_an_unreadable_run_and_exits_non_zero(tmp_path, capsys):
+    mdir, meta = make_matrix(tmp_path, {"good": [], "broken": []})
+    run_one(mdir, meta, "good")
+    run_one(mdir, meta, "broken")
+    write_json(mdir / "broken" / "metrics.json", {"history": [{"epoch": 1}], "final": {"accuracy": 90.0}})
+    assert runner.main(["status", "--results", str(mdir)]) == 1
+    out, err = capsys.readouterr()
+    assert "] good " in out and "completed" in out
+    assert "unreadable  metrics.json's final block lacks sparsity_prunable, train_time_s" in out
+    assert err == "error: 1 run(s) with unreadable files: broken; 'make continue' writes them again from their checkpoints\n"

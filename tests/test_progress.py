@@ -80,6 +80,20 @@ def test_plain_mode_prints_lines_only(matrix):
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
 
 
+def test_a_kind_of_run_warning_is_said_once_per_matrix(matrix):
+    mdir, runs = matrix
+    out = io.StringIO()
+    display = Display(mdir, runs, stream=out)
+    for i, run in enumerate(runs[:2]):
+        info = advance(mdir, run, EPOCHS, done=True)
+        RunRecord(mdir / run["run_id"]).update(warnings=[
+            f"tracking: wandb failed in start (CommError: invalid API key, attempt {i}); continuing without it"])
+        display.finished(run, info)
+    said = [line for line in out.getvalue().splitlines() if line.startswith("warning:")]
+    assert said == ["warning: lenet5_sgd_none: tracking: wandb failed in start (CommError: invalid API key, attempt 0); "
+                    "continuing without it (said once for this matrix; each run's run.json lists its own)"]
+
+
 def test_eta_from_the_measured_pace(matrix):
     mdir, runs = matrix
     display = Display(mdir, runs, stream=io.StringIO())

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from lib.pruning import SparsitySchedule
-from lib.pruning.ratio import InfeasibleBudget, RatioPlan, RatioViolation, min_feasible_sparsity, pruning_budgets
-from lib.pruning.state import RatioSettings, StatePruner
+from lib.pruning.ratio import InfeasibleBudget, RatioPlan, RatioViolation, min_feasible_sparsity, pruning_budgets, ratio_plan
+from lib.pruning.state import RatioSettings, StatePruner, importance
 
 CASES = [
     (1.57e6, 3.93e6, 0.5, 2.5),  # the reference document's example
@@ -106,8 +106,84 @@ def test_state_pruning_with_ratio_budgets_reaches_target_and_ratio(variant):
     assert abs(pruned / sum(pruner.sizes) - 0.6) < 1e-3
 
 
+def test_a_pruner_resumed_after_the_target_keeps_the_achieved_ratio():
+    """The masks no longer change after the target, so a resumed run never verifies again: loading does."""
+    torch.manual_seed(0)
+
+    def pruner(model):  # each on its own model: a pruner's masks live with the model's weights
+        return StatePruner(model, SparsitySchedule(0.6, 2, 10, "linear"), 2, variant="bitter9",
+                           optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2),
+                           ratio=RatioSettings(ratio=2.5, tolerance=0.05))
+
+    model = Tiny()
+    first = pruner(model)
+    x, y = torch.randn(32, 32), torch.randint(0, 4, (32,))
+    for _ in range(12):
+        first.optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        first.mask_gradients()
+        first.optimizer.step()
+        first.step()
+    state, summary = first.state_dict(), first.summary()
+    assert summary["ratio"]["achieved_ratio"] is not None
+    resumed = pruner(Tiny())
+    resumed.load_state_dict(state)
+    assert resumed.summary()["ratio"] == summary["ratio"]
+    before = pruner(Tiny())
+    before.load_state_dict({**state, "sparsity": 0.3})  # a checkpoint before the target: verified once it is reached
+    assert before.ratio_achieved is None
+
+
 def test_a_model_without_attention_cannot_keep_a_ratio():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     with pytest.raises(InfeasibleBudget, match="needs attention and MLP parameters"):
         StatePruner(model, SparsitySchedule(0.5, 1, 2), optimizer=torch.optim.AdamW(model.parameters()),
                     variant="bitter7", ratio=RatioSettings())
+
+
+def _trained_tiny(steps: int = 5):
+    torch.manual_seed(0)
+    model = Tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(32, 32), torch.randint(0, 4, (32,))
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, opt
+
+
+def test_ratio_plan_keeps_the_best_scored_entries_of_each_group_at_the_ratio():
+    model, opt = _trained_tiny()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = ratio_plan(model, opt, 0.6, variant="bitter9", ratio=2.5, tolerance=0.01)
+    # the model is left as it was: weights untouched, no mask buffer
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert not [b for b, _ in model.named_buffers() if "pruning_mask" in b]
+    g = result.groups
+    assert g["attention"]["params"] == 2 * 32 * 32 and g["mlp"]["params"] == 2 * 32 * 64
+    assert g["mlp"]["kept"] / g["attention"]["kept"] == pytest.approx(result.achieved_ratio)
+    assert abs(result.achieved_ratio - 2.5) <= 0.01 and result.sparsity == pytest.approx(0.6, abs=1e-3)
+    assert g["other"]["prune_fraction"] == pytest.approx(0.6, abs=0.01)
+    # within a group, every kept entry scores at least as high as every pruned one (bitter9, structure weights)
+    weights = {"attention": 2.5, "mlp": 1.0, "other": 1.0}
+    for role, names in (("attention", ["attn_q.weight", "attn_o.weight"]), ("mlp", ["mlp_up.weight", "mlp_down.weight"])):
+        scores, keep = [], []
+        for n in names:
+            p = model.get_parameter(n)
+            s = opt.state[p]
+            scores.append(importance("bitter9", p, s["exp_avg"], s["exp_avg_sq"], weights[role]).flatten())
+            keep.append(result.masks[n].flatten())
+        scores, keep = torch.cat(scores), torch.cat(keep)
+        assert int(keep.sum()) == g[role]["kept"]
+        assert scores[keep].min() >= scores[~keep].max()
+
+
+def test_ratio_plan_names_both_ratios_when_the_selection_misses_the_tolerance():
+    model, opt = _trained_tiny()
+    # at 50 % the whole-entry counts give 2194 / 878 = 2.4989, not exactly 2.5
+    with pytest.raises(RatioViolation, match=r"ratio after pruning is 2\.4989, outside 2\.5 \+/- 0"):
+        ratio_plan(model, opt, 0.5, ratio=2.5, tolerance=0.0)
+    assert not [b for b, _ in model.named_buffers() if "pruning_mask" in b]
+    with pytest.raises(InfeasibleBudget, match="feasible sparsity"):
+        ratio_plan(model, opt, 0.05, ratio=2.5)

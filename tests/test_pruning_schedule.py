@@ -1,10 +1,10 @@
-"""lib.pruning.schedule: linear, cubic and gradual ramps, warmup, ramp end, step- or epoch-based."""
+"""lib.pruning.schedule: linear, cubic and gradual ramps, warmup, ramp end, step- or epoch-based; oneshot."""
 
 from __future__ import annotations
 
 import pytest
 
-from lib.pruning.schedule import SCHEDULES, SparsitySchedule
+from lib.pruning.schedule import RAMPS, SparsitySchedule
 
 
 def test_linear_and_cubic_follow_s_final_times_p_to_the_k():
@@ -28,7 +28,7 @@ def test_gradual_is_zhu_and_gupta_front_loaded_with_the_exact_target_at_ramp_end
     assert cubic(30) == pytest.approx(0.8 / 8)  # the reference documents' cubic is the late-heavy one
 
 
-@pytest.mark.parametrize("kind", SCHEDULES)
+@pytest.mark.parametrize("kind", RAMPS)
 def test_every_kind_is_zero_through_warmup_and_exactly_the_target_from_ramp_end(kind):
     s = SparsitySchedule(0.9, warmup=5, ramp_end=45, kind=kind)
     values = [s(t) for t in range(0, 60)]
@@ -38,6 +38,14 @@ def test_every_kind_is_zero_through_warmup_and_exactly_the_target_from_ramp_end(
     epochs = SparsitySchedule.from_percent(0.9, total_steps=10 * 7, warmup_pct=10, ramp_end_pct=75, kind=kind,
                                            unit="epoch", steps_per_epoch=7)
     assert epochs(epochs.ramp_end) == 0.9 and epochs(epochs.ramp_end - 1) < 0.9
+
+
+@pytest.mark.parametrize("unit", ["step", "epoch"])
+def test_oneshot_is_the_target_from_step_zero_whatever_warmup_and_ramp_end_say(unit):
+    s = SparsitySchedule.from_percent(0.4, total_steps=10 * 7, warmup_pct=10, ramp_end_pct=75, kind="oneshot",
+                                      unit=unit, steps_per_epoch=7)
+    assert (s.warmup, s.ramp_end) == (0, 0)
+    assert [s(t) for t in (0, 1, 6, 7, 69, 70)] == [0.4] * 6
 
 
 def test_warmup_and_ramp_end():
@@ -69,7 +77,7 @@ def test_ramp_end_never_past_the_run():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(target=1.0, warmup=0, ramp_end=1), r"outside \[0, 1\)"),
     (dict(target=-0.1, warmup=0, ramp_end=1), r"outside \[0, 1\)"),
-    (dict(target=0.5, warmup=0, ramp_end=1, kind="quadratic"), "valid: linear, cubic, gradual"),
+    (dict(target=0.5, warmup=0, ramp_end=1, kind="quadratic"), "valid: linear, cubic, gradual, oneshot"),
     (dict(target=0.5, warmup=5, ramp_end=1), "warmup"),
 ])
 def test_bad_schedules_say_why(kwargs, match):

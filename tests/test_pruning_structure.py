@@ -96,3 +96,18 @@ def test_weights_are_settings_with_the_documented_defaults():
         StructureWeights(mlp=0.0)
     with pytest.raises(KeyError, match="valid: attention, mlp, coupling, other"):
         w["embedding"]
+
+
+def test_gpt2_variant_modules_by_type_whatever_their_names():
+    from gpt2.model import MLP, LatentAttention, ReciprocalCoupler, config_for
+
+    cfg = config_for("tiny", attention="mla", latent_dim=8, ra_heads=1)
+    model = nn.ModuleDict({"a": LatentAttention(cfg), "b": ReciprocalCoupler(cfg, 64), "c": MLP(cfg)})
+    names = [n for n, _ in model.named_parameters()]
+    roles = classify_model(model, names)
+    assert {n: r for n, r in roles.items() if n.startswith("a.")} == dict.fromkeys(
+        ["a.ra_weight"] + [f"a.{m}.{p}" for m in ("q_proj", "kv_down", "k_up", "v_up", "c_proj") for p in ("weight", "bias")],
+        "attention")
+    assert {n: r for n, r in roles.items() if not n.startswith("a.")} == {
+        "b.gate": "coupling", "b.down.weight": "coupling", "b.up.weight": "coupling",
+        "c.c_fc.weight": "mlp", "c.c_fc.bias": "mlp", "c.c_proj.weight": "mlp", "c.c_proj.bias": "mlp"}

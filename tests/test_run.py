@@ -60,15 +60,20 @@ def test_a_budget_extension_lengthens_the_run_and_is_recorded(tmp_path):
     assert read_json(out / "run.json")["budget"] == {"extension_percent": 50.0, "unit": "epochs", "base": 2, "trained": 3}
 
 
-def test_a_checkpoint_of_another_layout_is_refused_and_kept(tmp_path, capsys):
+@pytest.mark.parametrize("content", ["old layout", "garbage"])
+def test_a_checkpoint_that_cannot_be_resumed_is_set_aside_kept_and_explained(tmp_path, capsys, content):
     out = tmp_path / "old"
     out.mkdir()
-    checkpoint.save(out / "checkpoint.pt", {"epoch": 1, "model": {}, "rng": {}, "rng_ranks": None})
+    if content == "old layout":
+        checkpoint.save(out / "checkpoint.pt", {"epoch": 1, "model": {}, "rng": {}, "rng_ranks": None})
+    else:
+        (out / "checkpoint.pt").write_bytes(b"\x80\x02 half a file")
     before = (out / "checkpoint.pt").read_bytes()
     assert fit_tiny(parse(out, "--epochs", "2", "--batch-size", "8", "--resume")) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "older version of the harness" in err and "Move it aside" in err
-    assert (out / "checkpoint.pt").read_bytes() == before
+    reason = "older version of the harness" if content == "old layout" else "cannot be read (UnpicklingError"
+    assert err.count("\n") == 1 and reason in err and "kept as checkpoint.pt.corrupt" in err and "RESTART_CORRUPT=1" in err
+    assert (out / "checkpoint.pt.corrupt").read_bytes() == before and not (out / "checkpoint.pt").exists()
     assert read_json(out / "run.json")["status"] == "failed"
 
 
@@ -96,3 +101,48 @@ def test_the_final_block_holds_throughput_and_state_bytes(tmp_path):
     assert final["samples_per_s"] > 0
     assert final["optimizer_state_bytes"] >= 2 * 4 * params  # AdamW: two float32 moments per parameter
     assert final["pruning"]["state_bytes"] == final["pruning"]["prunable_params"]  # one boolean mask byte each
+
+
+def test_a_completed_run_whose_metrics_lost_a_key_is_unreadable_until_resumed_from_its_checkpoint(tmp_path):
+    from lib.results import describe, is_done, write_json
+
+    out = tmp_path / "r"
+    assert fit_tiny(parse(out, "--epochs", "2", "--batch-size", "8")) == 0
+    whole = read_json(out / "metrics.json")
+    broken = {**whole, "final": {k: v for k, v in whole["final"].items() if k != "sparsity_prunable"}}
+    write_json(out / "metrics.json", broken)
+    assert not is_done(out)
+    info = describe(out)
+    assert info["status"] == "unreadable" and "final block lacks sparsity_prunable" in info["error"]
+    assert fit_tiny(parse(out, "--epochs", "2", "--batch-size", "8", "--resume")) == 0  # what make continue runs
+    again = read_json(out / "metrics.json")
+    assert is_done(out) and again["history"] == whole["history"]
+    assert {k: v for k, v in again["final"].items() if "time" not in k and k != "elapsed_s"} == \
+        {k: v for k, v in whole["final"].items() if "time" not in k and k != "elapsed_s"}
+
+
+def test_a_full_disk_interrupts_the_run_in_one_line_and_continue_resumes_it_exactly(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    whole = tmp_path / "whole"
+    assert fit_tiny(parse(whole, "--epochs", "3", "--batch-size", "8")) == 0
+    out = tmp_path / "full"
+    save, saves = checkpoint.save, []
+
+    def fills_up(path, payload):  # the disk fills up at the second checkpoint
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        save(path, payload)
+
+    monkeypatch.setattr(checkpoint, "save", fills_up)
+    assert fit_tiny(parse(out, "--epochs", "3", "--batch-size", "8")) == 75
+    err = capsys.readouterr().err
+    assert err == f"error: full: {out / 'checkpoint.pt'}: No space left on device; the disk is full: free space, then 'make continue' resumes\n"
+    assert read_json(out / "run.json")["status"] == "interrupted"
+    monkeypatch.setattr(checkpoint, "save", save)  # space freed
+    assert fit_tiny(parse(out, "--epochs", "3", "--batch-size", "8", "--resume")) == 0
+    a, b = read_json(whole / "metrics.json"), read_json(out / "metrics.json")
+    assert [h["val_accuracy"] for h in a["history"]] == [h["val_accuracy"] for h in b["history"]]
+    assert a["final"]["accuracy"] == b["final"]["accuracy"]

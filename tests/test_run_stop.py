@@ -189,3 +189,47 @@ def test_under_ddp_the_processes_agree_on_a_stop_only_every_few_steps(monkeypatc
     monkeypatch.setattr(lib_run.Run, "distributed", property(lambda self: True))
     answers = [run.stop_requested() for _ in range(2 * lib_run.STOP_CHECK_STEPS)]
     assert len(reduced) == 2 and answers == [0] * len(answers)
+
+
+@pytest.mark.e2e
+def test_a_trainer_whose_runner_was_killed_stops_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    """The runner is SIGKILLed mid-run: its trainer notices at its next step, checkpoints, and --resume finishes it unchanged."""
+    from lib.results import RUNNER_ENV
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    flags = ["--device", "cpu", "--monitor", "off", "--epochs", "3", "--batch-size", "4", "--optimizer", "adam"]
+    straight = subprocess.run([sys.executable, "-m", "lenet5.train", "--output-dir", str(tmp_path / "straight"), *flags],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=PATIENCE_S)
+    assert straight.returncode == 0, straight.stderr
+
+    # A stand-in runner: names itself to its trainer as the real one does, starts it, then waits.
+    out, pid_file = tmp_path / "orphaned", tmp_path / "trainer.pid"
+    runner_code = (
+        "import os, subprocess, sys, time\n"
+        f"env = {{**os.environ, {RUNNER_ENV!r}: str(os.getpid())}}\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'lenet5.train', '--output-dir', {str(out)!r}, *{flags!r}], env=env,\n"
+        "                     stdout=subprocess.DEVNULL, stderr=open(sys.argv[1] + '.err', 'w'))\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(3600)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", runner_code, str(out)], cwd=REPO, env=env, start_new_session=True)
+    try:
+        wait_until(lambda: (read_json(out / "metrics.json") or {}).get("history"), "the first epoch's metrics", runner)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        wait_until(lambda: (read_json(out / "run.json") or {}).get("status") == "interrupted", "the orphan to stop")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    record = read_json(out / "run.json")
+    assert record["exit_code"] == 143 and record["error"].startswith("stopped by SIGTERM at epoch")
+    trainer_pid = int(pid_file.read_text())
+    wait_until(lambda: not os.path.exists(f"/proc/{trainer_pid}") or "Z" in open(f"/proc/{trainer_pid}/stat").read().split()[2],
+               "the orphan to exit")
+
+    resumed = subprocess.run([sys.executable, "-m", "lenet5.train", "--output-dir", str(out), *flags, "--resume"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=PATIENCE_S)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_json(tmp_path / "straight" / "metrics.json"), read_json(out / "metrics.json")
+    assert without_times(a["history"]) == without_times(b["history"])
+    assert final_figures(a["final"]) == final_figures(b["final"])

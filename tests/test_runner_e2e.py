@@ -64,15 +64,14 @@ def snapshot(run_dir: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
 
 
-# Final-block figures measured rather than computed: they differ between two processes.
-MEASURED = ("train_time_s", "peak_memory_mib", "samples_per_s", "tokens_per_s")
+# Figures measured rather than computed: they differ between two processes.
+MEASURED = ("elapsed_s", "train_time_s", "peak_memory_mib", "samples_per_s", "tokens_per_s")
 
 
 def comparable(metrics: dict) -> dict:
-    """metrics.json without wall-clock and memory figures, which differ between two processes."""
-    history = [{k: v for k, v in h.items() if k != "elapsed_s"} for h in metrics["history"]]
-    final = {k: v for k, v in metrics["final"].items() if k not in MEASURED}
-    return {"history": history, "final": final}
+    """metrics.json without wall-clock, throughput and memory figures, which differ between two processes."""
+    return {"history": [{k: v for k, v in h.items() if k not in MEASURED} for h in metrics["history"]],
+            "final": {k: v for k, v in metrics["final"].items() if k not in MEASURED}}
 
 
 def test_make_without_config_says_what_to_run(make):

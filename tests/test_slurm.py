@@ -262,9 +262,11 @@ def test_pre_timeout_warning_checkpoints_and_requeues(slurm_cluster, make):
     log = mdir / "slurm" / f"{name}.out"
     wait_until(lambda: f"task {name} requeued" in log.read_text(), "the task to requeue itself")
 
-    # Slurm holds a requeued task back for two minutes; let it start now.
+    # Slurm holds a requeued task back for two minutes, so that the first start's revoked credential is
+    # never taken for the new one. Shorten the hold, not to zero: a start in the same second as the requeue
+    # is refused by slurmd ("Job credential revoked") and the task ends for good.
     wait_until(lambda: task_state(mdir, run.name) == "PENDING", "the requeued task to be pending")
-    subprocess.run(["scontrol", "update", f"JobId={name}", "StartTime=now"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={name}", "StartTime=now+5"], check=True)
     wait_until(lambda: (read_json(run / "run.json") or {}).get("attempt") == 2, "the requeued task to resume the run")
     assert "Restarts=1" in subprocess.run(["scontrol", "show", "job", name], capture_output=True, text=True, check=True).stdout
     assert (run / "train.log.1").exists() and f"checkpoint.pt at {where}\n" in (run / "train.log").read_text()

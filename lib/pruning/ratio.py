@@ -6,11 +6,19 @@ alpha) (derivation and feasibility in docs/pruning.md), or raises
 `InfeasibleBudget`. `RatioPlan` turns them into per-group prune counts at
 any scheduled level s (fractions scaled by s / S; coupling and other
 parameters pruned at s) and verifies the final ratio within a tolerance.
+`ratio_plan(model, optimizer, S)` is the same selection called from code,
+once, at the target: what a state-pruning run with `--ratio-preserve` would
+keep given the optimizer's current moments.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lib.pruning.schedule import SparsitySchedule
 
 CLAMP = 1e-12  # fractions this close to 0 are 0 (floating-point noise at the feasibility edge)
 
@@ -96,3 +104,49 @@ class RatioPlan:
                 f"(kept attention {kept_attention}, kept MLP {kept_mlp})"
             )
         return achieved
+
+
+@dataclass
+class RatioResult:
+    """What `ratio_plan` chose: per-group budgets, the masks (True = keep) and the achieved ratio."""
+
+    target_sparsity: float
+    ratio: float
+    achieved_ratio: float
+    groups: dict[str, dict]  # role -> params, pruned, kept, prune_fraction
+    masks: dict[str, torch.Tensor]  # parameter name -> bool mask of its shape
+
+    @property
+    def sparsity(self) -> float:
+        total = sum(g["params"] for g in self.groups.values())
+        return sum(g["pruned"] for g in self.groups.values()) / total if total else 0.0
+
+
+def ratio_plan(model: nn.Module, optimizer, target_sparsity: float, variant: str = "bitter9", ratio: float = 2.5,
+               tolerance: float = 0.2, **options) -> RatioResult:
+    """The RATIO masks of `model` at `target_sparsity`, scored by state-pruning `variant` over `optimizer`'s moments.
+
+    The model and the optimizer are left untouched (no weight zeroed, no mask
+    buffer left behind). `options` are `StatePruner`'s (structure_weights,
+    include_tied_head, preserve, ...). Raises `InfeasibleBudget` when no
+    budgets reach the sparsity at that ratio, and `RatioViolation` (naming the
+    achieved and the target ratio) when the selection misses the tolerance.
+    """
+    from lib.pruning.state import RatioSettings, StatePruner  # state imports this module
+
+    pruner = StatePruner(model, SparsitySchedule(target_sparsity, 0, 0, "oneshot"), optimizer=optimizer,
+                         variant=variant, ratio=RatioSettings(ratio, tolerance), **options)
+    try:
+        pruner.update_masks(target_sparsity)  # verifies the ratio at the target
+        masks = {name: mask.clone() for name, mask in pruner.masks.items()}
+    finally:
+        pruner.remove_masks()
+    plan = pruner.ratio_plan
+    groups = {}
+    for role, idx in plan.groups.items():
+        if idx:
+            params = plan.params(role)
+            kept = sum(int(masks[pruner.params[i][0]].sum()) for i in idx)
+            groups[role] = {"params": params, "pruned": params - kept, "kept": kept,
+                            "prune_fraction": (params - kept) / params}
+    return RatioResult(target_sparsity, ratio, pruner.ratio_achieved, groups, masks)

@@ -3,7 +3,11 @@
 With p = clamp((t - warmup) / (ramp_end - warmup), 0, 1) and s_f the target:
 linear s_f * p; cubic s_f * p**3 (the reference documents', late-heavy);
 gradual s_f * (1 - (1 - p)**3) (Zhu and Gupta's, which most libraries call
-cubic). Every kind is 0 through warmup and exactly s_f from ramp end on.
+cubic). Every ramp is 0 through warmup and exactly s_f from ramp end on.
+`oneshot` is no ramp: s_f from step 0 on (warmup and ramp end 0), for
+pruning a trained model once before fine-tuning it; the run sets the masks
+before its first optimizer step (lib/run.py), so only a method whose scores
+exist before training can take it (magnitude).
 Epoch-based (`quantum` = steps per epoch): t is rounded down to whole
 epochs, and `from_percent(..., unit="epoch")` puts warmup and ramp end on
 epoch boundaries. See docs/pruning.md, "Schedules".
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEDULES = ("linear", "cubic", "gradual")
+RAMPS = ("linear", "cubic", "gradual")
+ONESHOT = "oneshot"
+SCHEDULES = RAMPS + (ONESHOT,)
 UNITS = ("step", "epoch")
 
 
@@ -50,7 +56,8 @@ class SparsitySchedule:
 
         unit="epoch": both are rounded to whole epochs of `steps_per_epoch`
         steps (ramp end up, at least one epoch after warmup, never past the
-        run) and the schedule moves once per epoch.
+        run) and the schedule moves once per epoch. `oneshot` has neither: the
+        target from step 0.
         """
         if not 0 <= warmup_pct < ramp_end_pct <= 100:
             raise ValueError(
@@ -58,6 +65,8 @@ class SparsitySchedule:
             )
         if unit not in UNITS:
             raise ValueError(f"unknown schedule unit {unit!r}; valid: {', '.join(UNITS)}")
+        if kind == ONESHOT:
+            return cls(target, 0, 0, kind)
         if unit == "epoch":
             q = max(1, int(steps_per_epoch))
             epochs = max(1, total_steps // q)
@@ -69,6 +78,8 @@ class SparsitySchedule:
         return cls(target, warmup, min(ramp_end, max(total_steps, warmup + 1)), kind)
 
     def __call__(self, step: int) -> float:
+        if self.kind == ONESHOT:
+            return self.target
         step = step // self.quantum * self.quantum
         if step <= self.warmup:
             return 0.0

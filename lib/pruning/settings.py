@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lib.pruning.base import REMASK
+from lib.pruning.granularity import CHANNEL, ELEMENT, FORMS, NM, Granularity
 from lib.pruning.layer_adaptive import LayerAdaptive, check_target
+from lib.pruning.layer_types import parse_preserve, parse_targets
 from lib.pruning.magnitude import MagnitudePruner
 from lib.pruning.movement import MODES as MOVEMENT_MODES
 from lib.pruning.movement import MovementPruner
@@ -48,6 +50,13 @@ def add_arguments(parser) -> None:
                    help="movement: grow (masks only grow) or topk (every update keeps the top scores afresh; pruned weights can return)")
     g.add_argument("--pruning-bitter7-eps", default="inside", choices=BITTER7_EPS,
                    help="bitter7: eps inside the fourth root, |w| * (|v| + eps)^0.25, or after it, |w| * (|v|^0.25 + eps)")
+    g.add_argument("--pruning-granularity", default=ELEMENT,
+                   help=f"what one decision prunes: {FORMS} (N:M: every M consecutive input weights keep at least N)")
+    g.add_argument("--pruning-layer-targets", default="",
+                   help="per-class fractions, e.g. 'mlp=0.6 attention=0.3' (classes: embedding, attention, mlp, coupling, "
+                        "conv, classifier, norm, other); unlisted classes follow --target-sparsity")
+    g.add_argument("--pruning-preserve", default="",
+                   help="fnmatch patterns of parameter names never pruned, e.g. 'classifier.* *.lm_head.*'")
     g.add_argument("--prune-embeddings", action="store_true", help="also prune embedding tables")
     g.add_argument("--prune-norms", action="store_true", help="also prune normalisation weights")
     g.add_argument("--prune-biases", action="store_true", help="also prune biases")
@@ -97,6 +106,42 @@ def check(p, args) -> None:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.ratio_tolerance < 0:
         p.error(f"--ratio-tolerance must be >= 0, got {args.ratio_tolerance}")
+    _check_structure(p, args)
+
+
+def _check_structure(p, args) -> None:
+    """Granularity, layer targets and the preserve list, alone and with the other settings."""
+    method, variant, target = args.pruning_method, args.pruning_variant, args.target_sparsity
+    try:
+        g = Granularity.parse(args.pruning_granularity)
+    except ValueError:
+        if ":" in str(args.pruning_granularity):
+            p.error(f"--pruning-granularity {args.pruning_granularity}: N:M needs whole numbers 0 < N < M, e.g. 2:4")
+        p.error(f"--pruning-granularity {args.pruning_granularity!r} is unknown; valid: {FORMS}")
+    try:
+        targets = parse_targets(args.pruning_layer_targets)
+    except ValueError as e:
+        p.error(f"--pruning-layer-targets: {e}")
+    adaptive = method == "state" and variant in VARIANTS and VARIANTS[variant].layer_adaptive
+    if g.kind != ELEMENT and method == "none":
+        p.error(f"--pruning-granularity {g} needs a --pruning-method other than 'none'")
+    if g.kind == NM:
+        for name, level in [("--target-sparsity", target)] + [(f"--pruning-layer-targets {c}", t) for c, t in targets.items()]:
+            if level > g.max_sparsity:
+                p.error(f"{name} {level} is above what --pruning-granularity {g} allows: at most (M-N)/M = {g.max_sparsity:g}")
+    if g.kind == CHANNEL and args.prune_embeddings:
+        p.error("--pruning-granularity channel cannot take --prune-embeddings: an embedding table has no channels to remove; drop one")
+    if g.kind == CHANNEL and method != "state" and args.pruning_scope == "layer":
+        p.error("--pruning-scope layer does not apply to --pruning-granularity channel (every coupling group prunes the "
+                "same unit fraction already); use global")
+    if g.kind != ELEMENT and method == "state" and args.ratio_preserve:
+        p.error(f"--ratio-preserve selects single weights; it cannot be combined with --pruning-granularity {g}")
+    if g.kind != ELEMENT and adaptive:
+        p.error(f"--pruning-variant {variant} (layer-adaptive) selects single weights; it cannot be combined with --pruning-granularity {g}")
+    if targets and method == "state" and args.ratio_preserve:
+        p.error("--pruning-layer-targets and --ratio-preserve both set per-class levels; use one")
+    if targets and adaptive:
+        p.error(f"--pruning-layer-targets and --pruning-variant {variant} (layer-adaptive) both set per-layer levels; use one")
 
 
 @dataclass(frozen=True)
@@ -113,6 +158,9 @@ class PruningSettings(Settings):
     pruning_scope: str
     pruning_movement_mode: str
     pruning_bitter7_eps: str
+    pruning_granularity: str
+    pruning_layer_targets: str
+    pruning_preserve: str
     prune_embeddings: bool
     prune_norms: bool
     prune_biases: bool
@@ -138,7 +186,9 @@ class PruningSettings(Settings):
         """The keywords of the method's pruner class (`lib.pruning.build`); `include_tied_head` is the trainer's."""
         options = dict(include_tied_head=include_tied_head, include_embeddings=self.prune_embeddings,
                        include_norms=self.prune_norms, include_biases=self.prune_biases, remask=self.pruning_remask,
-                       layer_adaptive=LayerAdaptive(rescale=not self.layer_adaptive_keep_levels))
+                       layer_adaptive=LayerAdaptive(rescale=not self.layer_adaptive_keep_levels),
+                       granularity=self.pruning_granularity, layer_targets=parse_targets(self.pruning_layer_targets),
+                       preserve=parse_preserve(self.pruning_preserve))
         if self.pruning_method == "state":
             weights = StructureWeights(self.structure_weight_attention, self.structure_weight_mlp, self.structure_weight_coupling)
             ratio = RatioSettings(self.ratio, self.ratio_tolerance) if self.ratio_preserve else None

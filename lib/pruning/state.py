@@ -192,9 +192,18 @@ class StatePruner(Pruner):
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
         super().update_masks(sparsity)
-        if self.ratio_plan is not None and sparsity >= self.schedule.target:
+        self._verify_ratio()
+
+    def _verify_ratio(self) -> None:
+        """RATIO: once the masks implement the target, the achieved ratio (verified against the tolerance)."""
+        if self.ratio_plan is not None and self.sparsity >= self.schedule.target:
             kept = [int(m.sum()) for m in self.mask_list()]
             self.ratio_achieved = self.ratio_plan.verify(kept)
+
+    def load_state_dict(self, state: dict) -> None:
+        """The masks of a checkpoint; a resume after the target keeps the achieved ratio (the masks no longer change)."""
+        super().load_state_dict(state)
+        self._verify_ratio()
 
     def summary(self) -> dict:
         out = super().summary()
