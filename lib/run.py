@@ -81,6 +81,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import select
 import signal
 import sys
 import time
@@ -103,9 +104,9 @@ UNIT_WORDS = {"epoch": ("epoch", "epochs"), "iter": ("iteration", "iterations")}
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # stop at the next optimizer step, with a checkpoint of it
 _stop_signal = 0  # the last stop signal received (0: none); set by the handler `execute` installs
 # The runner names itself to its trainers (RUNNER_ENV); a trainer whose runner died (SIGKILL, a lost terminal)
-# stops as on SIGTERM, with a checkpoint, rather than training on unwatched. Watched only when the runner is
-# the parent (not under torchrun, whose workers' parent is the agent).
-_runner = 0  # the runner this process watches (0: none)
+# stops as on SIGTERM, with a checkpoint, rather than training on unwatched. Watched when the runner is the
+# parent, or the grandparent of a torchrun worker (whose parent is torchrun's agent).
+_runner: RunnerWatch | None = None  # the runner this process watches
 
 
 class TrainingDiverged(Exception):
@@ -630,11 +631,56 @@ def _request_stop(signum, frame):
 
 
 def _check_runner() -> None:
-    """A runner that is no longer this process's parent has died: ask for a stop as SIGTERM would (once)."""
+    """A watched runner that has died: ask for a stop as SIGTERM would (once)."""
     global _runner, _stop_signal
-    if _runner and os.getppid() != _runner:
-        print(f"the runner (pid {_runner}) is gone: stopping with a checkpoint; 'make continue' resumes the run", flush=True)
-        _runner, _stop_signal = 0, _stop_signal or signal.SIGTERM
+    if _runner and not _runner.alive():
+        print(f"the runner (pid {_runner.pid}) is gone: stopping with a checkpoint; 'make continue' resumes the run", flush=True)
+        _runner.close()
+        _runner, _stop_signal = None, _stop_signal or signal.SIGTERM
+
+
+def _ancestors() -> tuple[int, ...]:
+    """This process's parent and grandparent (the parent alone where /proc cannot say)."""
+    parent = os.getppid()
+    try:
+        stat = Path(f"/proc/{parent}/stat").read_text()
+    except OSError:
+        return (parent,)
+    return parent, int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm)": state, then ppid
+
+
+class RunnerWatch:
+    """Whether runner `pid`, this process's parent or grandparent, still lives (`alive()`).
+
+    A pidfd names the process itself, so a later process that reuses the
+    pid is never taken for the runner; it is opened while the runner is
+    known to live (an ancestor). Without pidfds (not Linux, or before 5.3)
+    only a parent can be watched: it is gone once this process has another.
+    """
+
+    def __init__(self, pid: int):
+        self.pid, self.fd = pid, None
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            return
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLIN)  # readable once the process has exited
+
+    @classmethod
+    def of(cls, pid: int) -> "RunnerWatch | None":
+        if not pid or pid not in _ancestors():
+            return None
+        watch = cls(pid)
+        return watch if watch.fd is not None or pid == os.getppid() else None
+
+    def alive(self) -> bool:
+        return not self.poller.poll(0) if self.fd is not None else os.getppid() == self.pid
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def execute(main, args) -> int:
@@ -645,8 +691,7 @@ def execute(main, args) -> int:
     """
     global _stop_signal, _runner
     _stop_signal = 0
-    runner = int(os.environ.get(RUNNER_ENV) or 0)
-    _runner = runner if runner == os.getppid() else 0
+    _runner = RunnerWatch.of(int(os.environ.get(RUNNER_ENV) or 0))
     before = {s: signal.signal(s, _request_stop) for s in STOP_SIGNALS}
     try:
         main(args)
@@ -672,6 +717,9 @@ def execute(main, args) -> int:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+        if _runner:
+            _runner.close()
+            _runner = None
 
 
 def _mark(args, status: str, code: int, message: str) -> None:

@@ -191,14 +191,42 @@ def test_under_ddp_the_processes_agree_on_a_stop_only_every_few_steps(monkeypatc
     assert len(reduced) == 2 and answers == [0] * len(answers)
 
 
+def test_a_runner_watch_sees_its_process_exit_and_watches_only_ancestors():
+    assert lib_run.RunnerWatch.of(0) is None
+    assert lib_run.RunnerWatch.of(os.getpid()) is None  # itself: no ancestor
+    parent = lib_run.RunnerWatch.of(os.getppid())
+    assert parent is not None and parent.alive()
+    parent.close()
+    child = subprocess.Popen(["sleep", "600"])
+    try:
+        assert lib_run.RunnerWatch.of(child.pid) is None  # a child is no runner of this process
+        watch = lib_run.RunnerWatch(child.pid)  # as a grandchild would open it
+        assert watch.fd is not None and watch.alive()
+        child.kill()
+        child.wait()
+        assert not watch.alive()
+        watch.close()
+    finally:
+        child.kill()
+
+
+LAUNCHERS = {  # how the runner starts a trainer: one process, or a torchrun DDP group whose workers' parent is the agent
+    "process": ["-m", "lenet5.train"],
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lenet5.train", "--"],
+}
+
+
 @pytest.mark.e2e
-def test_a_trainer_whose_runner_was_killed_stops_with_a_checkpoint_and_resumes_exactly(tmp_path):
-    """The runner is SIGKILLed mid-run: its trainer notices at its next step, checkpoints, and --resume finishes it unchanged."""
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_trainer_whose_runner_was_killed_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, launcher):
+    """The runner is SIGKILLed mid-run: its trainer (every torchrun worker) notices at its next step, checkpoints,
+    and --resume finishes it unchanged."""
     from lib.results import RUNNER_ENV
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, *LAUNCHERS[launcher]]
     flags = ["--device", "cpu", "--monitor", "off", "--epochs", "3", "--batch-size", "4", "--optimizer", "adam"]
-    straight = subprocess.run([sys.executable, "-m", "lenet5.train", "--output-dir", str(tmp_path / "straight"), *flags],
+    straight = subprocess.run([*command, "--output-dir", str(tmp_path / "straight"), *flags],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=PATIENCE_S)
     assert straight.returncode == 0, straight.stderr
 
@@ -207,7 +235,7 @@ def test_a_trainer_whose_runner_was_killed_stops_with_a_checkpoint_and_resumes_e
     runner_code = (
         "import os, subprocess, sys, time\n"
         f"env = {{**os.environ, {RUNNER_ENV!r}: str(os.getpid())}}\n"
-        f"p = subprocess.Popen([sys.executable, '-m', 'lenet5.train', '--output-dir', {str(out)!r}, *{flags!r}], env=env,\n"
+        f"p = subprocess.Popen([*{command!r}, '--output-dir', {str(out)!r}, *{flags!r}], env=env,\n"
         "                     stdout=subprocess.DEVNULL, stderr=open(sys.argv[1] + '.err', 'w'))\n"
         f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(3600)\n"
@@ -223,11 +251,11 @@ def test_a_trainer_whose_runner_was_killed_stops_with_a_checkpoint_and_resumes_e
             runner.kill()
     record = read_json(out / "run.json")
     assert record["exit_code"] == 143 and record["error"].startswith("stopped by SIGTERM at epoch")
-    trainer_pid = int(pid_file.read_text())
+    trainer_pid = int(pid_file.read_text())  # torchrun's agent ends once every worker has
     wait_until(lambda: not os.path.exists(f"/proc/{trainer_pid}") or "Z" in open(f"/proc/{trainer_pid}/stat").read().split()[2],
                "the orphan to exit")
 
-    resumed = subprocess.run([sys.executable, "-m", "lenet5.train", "--output-dir", str(out), *flags, "--resume"],
+    resumed = subprocess.run([*command, "--output-dir", str(out), *flags, "--resume"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=PATIENCE_S)
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_json(tmp_path / "straight" / "metrics.json"), read_json(out / "metrics.json")
