@@ -9,6 +9,7 @@ from torch import nn
 from lib import optim, pruning
 from lib.pruning import SparsitySchedule, VARIANTS
 from lib.pruning.base import prunable_parameters
+from pruning_loop import train_steps
 
 # Every method and allocation the product offers.
 METHODS = [("magnitude", {}), ("magnitude", {"scope": "layer"}), ("movement", {}), ("movement", {"scope": "layer"})]
@@ -197,12 +198,7 @@ def test_each_group_prunes_its_lowest_scores_after_the_entries_already_pruned(me
     opt = optim.build("adamw", model, lr=1e-2)
     pruner = pruning.build(method, model, SparsitySchedule(0.6, 0, 10), 2, opt, **kw)
     x = torch.randn(16, 32)
-    for _ in range(6):  # masks at an earlier level, moments and movement scores that exist
-        opt.zero_grad()
-        model(x).square().mean().backward()
-        pruner.mask_gradients()
-        opt.step()
-        pruner.step()
+    train_steps(pruner, opt, lambda: model(x).square().mean(), 6)  # masks at an earlier level, moments and movement scores that exist
     before = [m.clone() for m in pruner.mask_list()]
     scores = [pruner.score(i).float().reshape(-1) for i in range(len(pruner.params))]
     pruner.update_masks(0.6)

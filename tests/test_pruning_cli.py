@@ -6,18 +6,13 @@ import pytest
 import torch
 
 from lib import config, matrix, pruning
-from lenet5 import train as lenet5_train
 from lenet5.model import LeNet5
 from scripts import defconfig
 
 from conftest import REPO
+from pruning_loop import parse
 
 BASE = ["--optimizer", "adamwprune", "--pruning-method", "state", "--target-sparsity", "0.7"]
-
-
-def parse(argv):
-    parser = lenet5_train.get_args_parser()
-    return lenet5_train.cli.check(parser, parser.parse_args(argv))
 
 
 @pytest.mark.parametrize("argv, message", [

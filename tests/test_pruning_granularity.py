@@ -13,16 +13,8 @@ from lib.pruning.granularity import (ChannelSelection, Granularity, UnitPlan, nm
 from lib.pruning.magnitude import MagnitudePruner
 from lib.pruning.schedule import SparsitySchedule
 from lib.pruning.threshold import lowest_keep
-from lenet5 import train as lenet5_train
 from lenet5.model import LeNet5
-
-MAGNITUDE = ["--optimizer", "adamw", "--pruning-method", "magnitude", "--target-sparsity", "0.5"]
-
-
-def parse(argv):
-    parser = lenet5_train.get_args_parser()
-    return lenet5_train.cli.check(parser, parser.parse_args(argv))
-
+from pruning_loop import MAGNITUDE, parse, refusal, state, train_steps
 
 class Net(nn.Module):
     """Linear layers whose inputs groups of 4 and 8 tile, a convolution (groups along in-channels) and one that stays dense."""
@@ -179,12 +171,7 @@ def test_every_method_trains_at_n_m(method):
     options = {"variant": "bitter7"} if method == "state" else {}
     pruner = pruning.build(method, model, SparsitySchedule(0.75, 2, 8, "linear"), 2, opt, granularity="1:4", **options)
     x, y = torch.randn(32, 8), torch.randn(32, 4)
-    for _ in range(10):
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        pruner.mask_gradients()
-        opt.step()
-        pruner.step()
+    train_steps(pruner, opt, lambda: nn.functional.mse_loss(model(x), y), 10)
     for mask, (_, p) in zip(pruner.mask_list(), pruner.params):
         assert (groups_of(mask, 4) == 3).all()
         assert (p[~mask] == 0).all()
@@ -301,17 +288,11 @@ def test_channel_selection_plans_count_their_own_tensors():
      "--pruning-scope layer does not apply to --pruning-granularity channel"),
     (["--optimizer", "adamw", "--pruning-granularity", "channel"],
      "--pruning-granularity channel needs a --pruning-method other than 'none'"),
-    (["--optimizer", "adamwprune", "--pruning-method", "state", "--pruning-variant", "bitter4", "--target-sparsity", "0.5",
-      "--pruning-granularity", "2:4"], "--pruning-variant bitter4 (layer-adaptive) selects single weights"),
-    (["--optimizer", "adamwprune", "--pruning-method", "state", "--pruning-variant", "bitter7", "--target-sparsity", "0.5",
-      "--pruning-granularity", "channel", "--ratio-preserve"], "--ratio-preserve selects single weights"),
+    (state("bitter4") + ["--pruning-granularity", "2:4"], "--pruning-variant bitter4 (layer-adaptive) selects single weights"),
+    (state("bitter7") + ["--pruning-granularity", "channel", "--ratio-preserve"], "--ratio-preserve selects single weights"),
 ])
 def test_bad_granularity_flags_are_one_clear_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        parse(argv)
-    assert exit_.value.code != 0
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse's usage, then the one line
-    assert message in last
+    assert message in refusal(argv, capsys)
 
 
 def test_granularity_reaches_the_pruner():
@@ -380,12 +361,7 @@ def test_every_method_trains_at_channel_granularity(method):
     pruner = pruning.build(method, model, SparsitySchedule(0.5, 1, 6, "cubic"), 1, opt, granularity="channel",
                            example_inputs=torch.randn(1, 1, 32, 32), **options)
     x, y = torch.randn(16, 1, 32, 32), torch.randint(0, 10, (16,))
-    for _ in range(8):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        pruner.mask_gradients()
-        opt.step()
-        pruner.step()
+    train_steps(pruner, opt, lambda: nn.functional.cross_entropy(model(x), y), 8)
     assert all(torch.equal(m, w) for m, w in zip(pruner.mask_list(), whole_units(pruner)))
     for mask, (_, p) in zip(pruner.mask_list(), pruner.params):
         assert (p[~mask] == 0).all()

@@ -8,6 +8,7 @@ from torch import nn
 
 from lib.pruning import SparsitySchedule
 from lib.pruning.movement import MovementPruner
+from pruning_loop import train_steps
 
 
 def test_scores_are_the_running_sum_of_minus_grad_times_weight():
@@ -94,15 +95,8 @@ def train(pruner, model, opt, steps, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 12, generator=g)
     y = torch.randn(64, 3, generator=g)
-    levels = []
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        pruner.mask_gradients()
-        opt.step()
-        pruner.step()
-        levels.append((pruner.schedule(pruner.step_count), [m.clone() for m in pruner.mask_list()]))
-    return levels
+    return train_steps(pruner, opt, lambda: nn.functional.mse_loss(model(x), y), steps,
+                       after_step=lambda: (pruner.schedule(pruner.step_count), [m.clone() for m in pruner.mask_list()]))
 
 
 def mlp():

@@ -9,6 +9,7 @@ from torch import nn
 from lib.pruning import SparsitySchedule
 from lib.pruning.ratio import InfeasibleBudget, RatioPlan, RatioViolation, min_feasible_sparsity, pruning_budgets, ratio_plan
 from lib.pruning.state import RatioSettings, StatePruner, importance
+from pruning_loop import train_steps
 
 CASES = [
     (1.57e6, 3.93e6, 0.5, 2.5),  # the reference document's example
@@ -91,12 +92,7 @@ def test_state_pruning_with_ratio_budgets_reaches_target_and_ratio(variant):
     pruner = StatePruner(model, SparsitySchedule(0.6, 2, 20, "linear"), 2, optimizer=opt, variant=variant,
                          ratio=RatioSettings(ratio=2.5, tolerance=0.01))
     x, y = torch.randn(32, 32), torch.randint(0, 4, (32,))
-    for _ in range(25):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        pruner.mask_gradients()
-        opt.step()
-        pruner.step()
+    train_steps(pruner, opt, lambda: nn.functional.cross_entropy(model(x), y), 25)
     kept = {n: int(m.sum()) for (n, _), m in zip(pruner.params, pruner.mask_list())}
     kept_attention = kept["attn_q.weight"] + kept["attn_o.weight"]
     kept_mlp = kept["mlp_up.weight"] + kept["mlp_down.weight"]

@@ -11,6 +11,7 @@ from torch import nn
 from lib import optim, pruning
 from lib.pruning import SparsitySchedule
 from lib.pruning.state import EPS, VARIANTS, StatePruner, importance, register_variant
+from pruning_loop import train_steps
 
 # Hand-made tensors: w, m (exp_avg), v (exp_avg_sq), s (structural weight).
 W = [-2.0, 0.5, 0.0, 3.0]
@@ -168,13 +169,7 @@ class Net(nn.Module):
 def train(model, opt, pruner, steps: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(64, 16, generator=g), torch.randint(0, 4, (64,), generator=g)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        pruner.mask_gradients()
-        opt.step()
-        pruner.step()
+    train_steps(pruner, opt, lambda: nn.functional.cross_entropy(model(x), y), steps)
 
 
 OPTIMIZERS = {

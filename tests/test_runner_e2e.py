@@ -74,6 +74,16 @@ def comparable(metrics: dict) -> dict:
             "final": {k: v for k, v in metrics["final"].items() if k not in MEASURED}}
 
 
+def uninterrupted(root, mdir, run_dir) -> dict:
+    """The comparable metrics of `run_dir`'s run executed again, start to end, from the argv matrix.json planned for it."""
+    planned = next(r for r in json.loads((mdir / "matrix.json").read_text())["runs"] if r["run_id"] == run_dir.name)
+    argv = list(planned["argv"])
+    straight = root / "straight" / run_dir.name
+    argv[argv.index("--output-dir") + 1] = str(straight)
+    subprocess.run(argv, cwd=root, check=True, capture_output=True)
+    return comparable(read_json(straight / "metrics.json"))
+
+
 def test_make_without_config_says_what_to_run(make):
     result = make("all")
     assert result.returncode != 0
@@ -134,13 +144,7 @@ def test_sigkill_then_continue_resumes_exactly(make):
     run_json = read_json(second / "run.json")
     assert run_json["status"] == "completed" and run_json["attempt"] == 2
 
-    # The same run, uninterrupted, from the argv matrix.json planned for it.
-    planned = next(r for r in json.loads((mdir / "matrix.json").read_text())["runs"] if r["run_id"] == second.name)
-    argv = list(planned["argv"])
-    straight = root / "straight" / second.name
-    argv[argv.index("--output-dir") + 1] = str(straight)
-    subprocess.run(argv, cwd=root, check=True, capture_output=True)
-    assert comparable(read_json(second / "metrics.json")) == comparable(read_json(straight / "metrics.json"))
+    assert comparable(read_json(second / "metrics.json")) == uninterrupted(root, mdir, second)
 
 
 def test_failed_runs_are_recorded_and_the_matrix_carries_on(make):
