@@ -9,7 +9,6 @@ import signal
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from lenet5 import train as lenet5_train
 from lib import classifier, config, matrix
@@ -20,6 +19,7 @@ from lib.run import execute, parent_of, stop_exit_code
 from scripts import launch, slurm
 
 from test_launch import Events, stand_in_runs
+from test_run import parse, tiny_task
 from test_run_stop import final_figures, signal_after_step, without_times
 
 BASE = {"MODEL_LENET5": True, "OPTIMIZER_SGD": True, "PRUNING_NONE": True, "PRUNING_MAGNITUDE": True,
@@ -194,22 +194,12 @@ def test_bad_fine_tuning_flags_are_one_line(flags, message, capsys):
 
 
 # -- lib.run: --init-from ------------------------------------------------------------------------
-def parse(out, *flags):
-    return lenet5_train.parse_args(["--output-dir", str(out), "--device", "cpu", "--monitor", "off", *flags])
-
-
-def tiny_task():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 6, generator=g)
-    return TensorDataset(x[:64], x[:64, :3].argmax(1)), TensorDataset(x[64:], x[64:, :3].argmax(1))
-
-
 def tiny_model():
     return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
 def fit_tiny(args) -> int:
-    train_set, val_set = tiny_task()
+    train_set, val_set = tiny_task(96)
     return execute(lambda a: classifier.fit(a, tiny_model, train_set, val_set, model_name="tiny", dataset="synthetic"), args)
 
 
@@ -248,7 +238,7 @@ def test_a_child_starts_from_its_parent_pruned_before_its_first_step_at_a_share_
     with torch.no_grad():
         for w in weights:
             w[w.abs() <= cut] = 0
-    _, val_set = tiny_task()
+    _, val_set = tiny_task(96)
     loss, accuracy = classifier.evaluate(model, torch.utils.data.DataLoader(val_set, batch_size=256), torch.device("cpu"))
     assert before["val_accuracy"] == pytest.approx(accuracy) and before["val_loss"] == pytest.approx(loss)
 
@@ -301,7 +291,7 @@ def test_a_completed_parent_without_its_checkpoint_is_one_line(tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_weights_that_do_not_fit_are_one_line(parent, tmp_path, capsys):
-    train_set, val_set = tiny_task()
+    train_set, val_set = tiny_task(96)
     args = parse(tmp_path / "c", "--init-from", str(parent / "best.pt"), "--epochs", "1")
     wide = lambda: nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 3))  # noqa: E731
     code = execute(lambda a: classifier.fit(a, wide, train_set, val_set, model_name="tiny", dataset="synthetic"), args)

@@ -19,10 +19,12 @@ def parse(out, *flags):
     return lenet5_train.parse_args(["--output-dir", str(out), "--device", "cpu", "--monitor", "off", *flags])
 
 
-def tiny_task():
+def tiny_task(size: int = 48):
+    """(train, val) of `size` random 6-feature points split 2:1, labelled by the largest of their first three."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(48, 6, generator=g)
-    return TensorDataset(x[:32], x[:32, :3].argmax(1)), TensorDataset(x[32:], x[32:, :3].argmax(1))
+    x = torch.randn(size, 6, generator=g)
+    n = size * 2 // 3
+    return TensorDataset(x[:n], x[:n, :3].argmax(1)), TensorDataset(x[n:], x[n:, :3].argmax(1))
 
 
 def fit_tiny(args) -> int:
